@@ -1,0 +1,29 @@
+# `make demo` and `make test` create .venv on first use (pinned CPU stack in requirements/cpu.lock).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Where pip finds torch==2.13.0's CPU build. This machine kind has it locally; elsewhere use
+#   make TORCH_INDEX=https://download.pytorch.org/whl/cpu ...
+TORCH_INDEX ?=
+PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
+.PHONY: demo test venv clean
+
+$(VENV)/.installed: requirements/cpu.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PIP_TORCH) torch==2.13.0
+	$(PY) -m pip install -q --no-deps $(PIP_TORCH) -r requirements/cpu.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/seal-dist train experiment=demo_cpu
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs multirun outputs

@@ -1,0 +1,195 @@
+"""Typed configuration schema, registered with Hydra's ConfigStore.
+
+Every field is typed here and valued in exactly one YAML file under `conf/`; the schema holds no
+defaults, so a missing value, an unknown key or a wrong type fails at start-up naming the key.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class Metric(str, Enum):
+    exact_match = "exact_match"
+    f1 = "f1"
+
+
+class Engine(str, Enum):
+    vllm = "vllm"
+    hf = "hf"
+
+
+class WandbMode(str, Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+@dataclass
+class WorldConfig:
+    """The synthetic knowledge world (used when a task's data is `synthetic`)."""
+
+    seed: int = MISSING
+    num_train: int = MISSING
+    num_heldout: int = MISSING
+    facts_per_passage: int = MISSING
+
+
+@dataclass
+class PromptConfig:
+    name: str = MISSING
+    template: str = MISSING  # fields: {title}, {context}
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING  # "knowledge"
+    train_data: str = MISSING  # "synthetic" or a JSON file in the SEAL reference schema
+    heldout_data: str = MISSING  # "synthetic" or a JSON file in the SEAL reference schema
+    world: WorldConfig = field(default_factory=WorldConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    question_template: str = MISSING  # fields: {title}, {question}
+    answer_template: str = MISSING  # fields: {question}
+    metric: Metric = MISSING
+    max_answer_tokens: int = MISSING
+
+
+@dataclass
+class TinyModelConfig:
+    """Architecture and pretraining of the project's own tiny Qwen2 model."""
+
+    vocab_size: int = MISSING
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    intermediate_size: int = MISSING
+    max_position: int = MISSING
+    world: WorldConfig = field(default_factory=WorldConfig)  # pretraining entities, disjoint from the task's
+    pretrain_steps: int = MISSING
+    pretrain_batch_size: int = MISSING
+    pretrain_lr: float = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = MISSING  # a Hugging Face causal-LM folder; null: build the tiny model
+    tiny: Optional[TinyModelConfig] = MISSING
+    cache_dir: str = MISSING  # where built models are kept, keyed by their spec
+    dtype: str = MISSING  # float32 | bfloat16 | float16
+
+
+@dataclass
+class LoraConfig:
+    r: int = MISSING
+    alpha: int = MISSING
+    dropout: float = MISSING
+    target_modules: list[str] = MISSING
+
+
+@dataclass
+class SamplerConfig:
+    engine: Engine = MISSING
+    num_engines: int = MISSING
+    gpus_per_engine: float = MISSING
+    num_samples: int = MISSING  # K self-edits per context
+    temperature: float = MISSING
+    top_p: float = MISSING
+    max_tokens: int = MISSING
+    heldout_temperature: float = MISSING  # sampling of the held-out self-edits
+    max_model_len: int = MISSING
+    max_lora_rank: int = MISSING
+    engine_kwargs: dict[str, Any] = MISSING  # passed to vllm.LLM as is
+
+
+@dataclass
+class InnerConfig:
+    num_workers: int = MISSING
+    use_gpu: bool = MISSING
+    repeats: int = MISSING  # S inner runs per self-edit, scores averaged
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    lr: float = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    max_seq_len: int = MISSING
+    eval_batch_size: int = MISSING
+
+
+@dataclass
+class LearnerConfig:
+    top_k: int = MISSING  # self-edits kept per context (ReST-EM E-step)
+    min_gain: Optional[float] = MISSING  # keep only rewards above baseline + min_gain; null: no threshold
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    lr: float = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    max_seq_len: int = MISSING
+    num_gpus: float = MISSING
+
+
+@dataclass
+class ResourcesConfig:
+    address: Optional[str] = MISSING  # null: start a local Ray cluster; "auto": join the running one
+    num_cpus: Optional[int] = MISSING  # local cluster only
+    num_gpus: Optional[int] = MISSING  # local cluster only; logical GPUs are allowed
+    torch_threads: int = MISSING  # per actor / worker
+
+
+@dataclass
+class LoggerConfig:
+    mode: WandbMode = MISSING
+    project: str = MISSING
+    entity: Optional[str] = MISSING
+    tags: list[str] = MISSING
+    num_table_rows: int = MISSING  # sampled self-edits logged per round
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    rounds: int = MISSING
+    contexts_per_round: int = MISSING
+    heldout_contexts: int = MISSING
+    seed: int = MISSING
+    run_dir: str = MISSING
+    resume: Optional[str] = MISSING  # a run directory to continue from its last complete round
+    progress: bool = MISSING
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="seal_dist_schema", node=Config)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that types cannot express; raises ValueError naming the key."""
+    if (cfg.model.path is None) == (cfg.model.tiny is None):
+        raise ValueError("model: set exactly one of model.path (a checkpoint folder) and model.tiny")
+    if cfg.learner.lora.r > cfg.sampler.max_lora_rank:
+        raise ValueError(
+            f"learner.lora.r={cfg.learner.lora.r} exceeds sampler.max_lora_rank={cfg.sampler.max_lora_rank}"
+        )
+    for key in ("rounds", "contexts_per_round", "sampler.num_samples", "inner.repeats", "inner.num_workers"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ValueError(f"{key} must be at least 1")
+    for key, template, fields in (
+        ("task.prompt.template", cfg.task.prompt.template, ("{title}", "{context}")),
+        ("task.question_template", cfg.task.question_template, ("{question}",)),
+        ("task.answer_template", cfg.task.answer_template, ("{question}",)),
+    ):
+        missing = [f for f in fields if f not in template]
+        if missing:
+            raise ValueError(f"{key} lacks the field(s) {missing}")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -1,0 +1,82 @@
+"""The job board: one async Ray actor that hands inner-loop jobs to workers and collects their results.
+
+Jobs are leased: a lease held by a worker that restarts is handed out again, and results are keyed by job
+id, so a repeated job is harmless.
+"""
+
+import asyncio
+from collections import deque
+
+import ray
+
+from seal_dist.inner.job import InnerJob, InnerResult
+
+
+@ray.remote(num_cpus=0)
+class JobBoard:
+    def __init__(self):
+        self._queue: deque[InnerJob] = deque()
+        self._leases: dict[str, tuple[int, InnerJob]] = {}  # job id -> (worker, job)
+        self._done: set[str] = set()  # every job id ever completed
+        self._results: dict[str, InnerResult] = {}  # completed and not yet taken
+        self._policies: dict[int, str | None] = {0: None}  # version -> adapter path
+        self._closed = False
+        self._changed = asyncio.Condition()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def publish_policy(self, version: int, adapter_path: str | None) -> None:
+        self._policies[version] = adapter_path
+
+    async def put(self, jobs: list[InnerJob]) -> None:
+        self._queue.extend(j for j in jobs if j.job_id not in self._done)
+        await self._notify()
+
+    async def lease(self, worker: int) -> tuple[InnerJob, str | None] | None:
+        """The next job and its policy adapter; waits for one; None once the board is closed."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._queue or self._closed)
+            if self._closed:
+                return None
+            job = self._queue.popleft()
+            self._leases[job.job_id] = (worker, job)
+            return job, self._policies[job.policy_version]
+
+    async def complete(self, result: InnerResult) -> None:
+        self._leases.pop(result.job_id, None)
+        if result.job_id not in self._done:
+            self._done.add(result.job_id)
+            self._results[result.job_id] = result
+        await self._notify()
+
+    async def release(self, worker: int) -> int:
+        """Requeues the jobs leased to `worker` (called when it starts, so a restarted worker's jobs are
+        done again); returns how many."""
+        lost = [job for w, job in self._leases.values() if w == worker]
+        for job in lost:
+            del self._leases[job.job_id]
+        self._queue.extendleft(reversed(lost))
+        await self._notify()
+        return len(lost)
+
+    async def wait(self, job_ids: list[str], timeout: float) -> int:
+        """Waits until all `job_ids` are done or `timeout` seconds pass; returns how many are done."""
+        def count() -> int:
+            return sum(1 for j in job_ids if j in self._done)
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: count() == len(job_ids)), timeout)
+            except asyncio.TimeoutError:
+                pass
+            return count()
+
+    async def take(self, job_ids: list[str]) -> list[InnerResult]:
+        """The finished results among `job_ids` (each returned once, then dropped from the board)."""
+        return [self._results.pop(j) for j in job_ids if j in self._results]
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._notify()

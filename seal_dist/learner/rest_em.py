@@ -1,0 +1,27 @@
+"""ReST-EM's E-step: from the scored self-edits, keep the best ones per context as SFT data."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scored:
+    context_id: str
+    sample: int  # index among the context's self-edits
+    prompt: str
+    self_edit: str
+    reward: float  # mean over the inner-loop repeats
+    baseline: float  # the context's accuracy without an update
+
+
+def select(scored: list[Scored], top_k: int, min_gain: float | None) -> list[Scored]:
+    """The `top_k` highest-reward self-edits of each context (ties: the earlier sample), each kept only if
+    it beats its baseline by at least `min_gain` (no threshold when None)."""
+    by_context: dict[str, list[Scored]] = defaultdict(list)
+    for s in scored:
+        by_context[s.context_id].append(s)
+    kept = []
+    for group in by_context.values():
+        best = sorted(group, key=lambda s: (-s.reward, s.sample))[:top_k]
+        kept += [s for s in best if min_gain is None or s.reward - s.baseline >= min_gain]
+    return kept

@@ -1,0 +1,158 @@
+"""The SEAL outer loop (ReST-EM), round by round.
+
+Round r samples K self-edits per training context from policy v, scores each by S inner-loop updates
+against the context's cached baseline, keeps the best per context and fine-tunes the policy into v+1.
+Every round also measures held-out accuracy after an update with the policy's own self-edits; a last
+evaluation-only round measures the final policy.
+"""
+
+import random
+import time
+import zlib
+from collections import defaultdict
+from statistics import mean
+
+from omegaconf import DictConfig
+
+from seal_dist import models
+from seal_dist.cluster import Components, ray_cluster
+from seal_dist.config import to_container
+from seal_dist.inner.job import InnerJob
+from seal_dist.learner import rest_em
+from seal_dist.rundir import RunDir
+from seal_dist.tasks.knowledge import Context, KnowledgeTask
+from seal_dist.tracking import Tracker
+
+
+def train(cfg: DictConfig) -> dict:
+    run = RunDir(cfg.run_dir)
+    run.save_config(cfg)
+    task = KnowledgeTask(cfg.task)
+    train_contexts, heldout = task.load("train"), task.load("heldout")[: cfg.heldout_contexts]
+    model_path = models.resolve_path(cfg.model, cfg.task)
+    by_id = {c.id: c for c in train_contexts + heldout}
+    state = run.checkpoint() or {"round": -1, "policy_version": 0, "policy_path": None}
+    summary, records = run.summary(), run.results()
+    with ray_cluster(cfg.resources):
+        tracker = Tracker(cfg.logger, str(run.root.resolve()), to_container(cfg), cfg.progress)
+        parts = Components.start(cfg, model_path, str(run.policy_dir), state["policy_version"], state["policy_path"])
+        try:
+            for r in range(state["round"] + 1, cfg.rounds + 1):
+                t0 = time.perf_counter()
+                contexts = contexts_for_round(train_contexts, cfg.contexts_per_round, cfg.seed, r) if r < cfg.rounds else []
+                samples = run.load_samples(r) or sample_round(parts, task, contexts, heldout, cfg, r, tracker)
+                run.save_samples(r, samples)
+                t1 = time.perf_counter()
+                jobs = round_jobs(task, contexts, heldout, samples, r, state["policy_version"], cfg)
+                records += run_jobs(parts, task, by_id, run, tracker, jobs, records, r)
+                mine = [rec for rec in records if rec["round"] == r]
+                t2 = time.perf_counter()
+                heldout_stats = heldout_accuracy(mine)
+                if r == cfg.rounds:
+                    summary["final"] = {"policy_version": state["policy_version"], **heldout_stats}
+                    tracker.log_final(summary["final"])
+                    run.save_summary(summary)
+                    run.save_checkpoint({**state, "round": r})
+                    break
+                scored = score_self_edits(mine, {c.id: task.prompt(c) for c in contexts})
+                kept = rest_em.select(scored, cfg.learner.top_k, cfg.learner.min_gain)
+                tracker.phase(r, f"learner: SFT on {len(kept)} self-edits", 1)
+                update = parts.learn([(s.prompt, s.self_edit) for s in kept], state["policy_version"] + 1, cfg.seed + r)
+                if update is not None:
+                    state = {"round": r, "policy_version": update["version"], "policy_path": update["path"]}
+                    parts.publish(update["version"], update["path"])
+                t3 = time.perf_counter()
+                row = round_row(r, state["policy_version"], scored, kept, update, heldout_stats,
+                                {"sample": t1 - t0, "inner": t2 - t1, "learn": t3 - t2, "total": t3 - t0})
+                summary["rounds"].append(row)
+                run.save_summary(summary)
+                run.save_checkpoint({**state, "round": r})
+                tracker.log_round(row, [vars(s) for s in scored])
+        finally:
+            parts.shutdown()
+            tracker.close()
+    tracker.print_table(summary["rounds"], summary.get("final"))
+    return summary
+
+
+def contexts_for_round(contexts: list[Context], n: int, seed: int, r: int) -> list[Context]:
+    """Round r's block of a seeded shuffle of the training contexts (wrapping around)."""
+    order = list(range(len(contexts)))
+    random.Random(seed).shuffle(order)
+    return [contexts[order[(r * n + i) % len(order)]] for i in range(min(n, len(order)))]
+
+
+def sample_round(parts: Components, task: KnowledgeTask, contexts, heldout, cfg: DictConfig, r: int, tracker) -> dict:
+    s = cfg.sampler
+    tracker.phase(r, f"sampling {len(contexts)}x{s.num_samples} + {len(heldout)} self-edits", 1)
+    train = parts.sample([task.prompt(c) for c in contexts], s.num_samples, s.temperature, cfg.seed + r)
+    held = parts.sample([task.prompt(c) for c in heldout], 1, s.heldout_temperature, cfg.seed + r)
+    return {"train": {c.id: e for c, e in zip(contexts, train)}, "heldout": {c.id: e for c, e in zip(heldout, held)}}
+
+
+def round_jobs(task, contexts, heldout, samples, r, version, cfg) -> list[tuple[InnerJob, dict]]:
+    """A baseline job per context, S jobs per training self-edit, S jobs per held-out self-edit."""
+    jobs = []
+
+    def add(split: str, ctx: Context, sample: int, repeat: int, self_edit: str | None):
+        job_id = f"r{r}-{split}-{ctx.id}-s{sample}-x{repeat}"
+        seed = zlib.crc32(job_id.encode()) ^ cfg.seed
+        meta = {"round": r, "split": split, "context_id": ctx.id, "sample": sample, "repeat": repeat,
+                "policy_version": version, "self_edit": self_edit}
+        jobs.append((task.make_job(job_id, ctx, self_edit, version, seed), meta))
+
+    for split, ctxs in (("train", contexts), ("heldout", heldout)):
+        for ctx in ctxs:
+            add(split, ctx, -1, 0, None)  # the baseline: greedy, so computed once
+            for k, edit in enumerate(samples[split][ctx.id]):
+                for repeat in range(cfg.inner.repeats):
+                    add(split, ctx, k, repeat, edit)
+    return jobs
+
+
+def run_jobs(parts: Components, task: KnowledgeTask, contexts: dict[str, Context], run: RunDir, tracker, jobs,
+             records, r) -> list[dict]:
+    """Runs the jobs not already in `records` (a resumed round), recording each result as it arrives."""
+    done = {rec["job_id"] for rec in records}
+    todo = {job.job_id: (job, meta) for job, meta in jobs if job.job_id not in done}
+    tracker.phase(r, "inner loop", len(jobs))
+    new = []
+    for results in parts.run_jobs([job for job, _ in todo.values()], on_progress=lambda n: tracker.advance(len(jobs) - len(todo) + n)):
+        batch = []
+        for res in results:
+            job, meta = todo[res.job_id]
+            batch.append({**meta, "job_id": res.job_id, "reward": task.score(contexts[meta["context_id"]], res.generations),
+                          "generations": list(res.generations), "loss_before": res.loss_before,
+                          "loss_after": res.loss_after, "train_s": res.train_s, "eval_s": res.eval_s, "worker": res.worker})
+        run.append_results(batch)
+        new += batch
+    return new
+
+
+def score_self_edits(records: list[dict], prompts: dict[str, str]) -> list[rest_em.Scored]:
+    baseline = {rec["context_id"]: rec["reward"] for rec in records if rec["split"] == "train" and rec["sample"] < 0}
+    rewards = defaultdict(list)
+    for rec in records:
+        if rec["split"] == "train" and rec["sample"] >= 0:
+            rewards[(rec["context_id"], rec["sample"], rec["self_edit"])].append(rec["reward"])
+    return [rest_em.Scored(ctx, k, prompts[ctx], edit, mean(rs), baseline[ctx]) for (ctx, k, edit), rs in sorted(rewards.items())]
+
+
+def heldout_accuracy(records: list[dict]) -> dict:
+    held = [rec for rec in records if rec["split"] == "heldout"]
+    return {"heldout_baseline": mean(rec["reward"] for rec in held if rec["sample"] < 0),
+            "heldout_accuracy": mean(rec["reward"] for rec in held if rec["sample"] >= 0)}
+
+
+def round_row(r, version, scored, kept, update, heldout_stats, timing) -> dict:
+    best = defaultdict(float)
+    for s in scored:
+        best[s.context_id] = max(best[s.context_id], s.reward)
+    return {
+        "round": r, "policy_version": version,
+        "reward_mean": mean(s.reward for s in scored),
+        "reward_max": mean(best.values()),  # mean over contexts of the best self-edit's reward
+        "baseline_mean": mean({s.context_id: s.baseline for s in scored}.values()),
+        "kept": len(kept), "learner_loss": update["loss"] if update else None,
+        **heldout_stats, "timing_s": timing,
+    }

@@ -1,0 +1,34 @@
+"""Loading causal LMs and their tokenizers by path, and resolving the configured model to a path."""
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
+
+from seal_dist.config import ModelConfig, TaskConfig
+from seal_dist.models import tiny
+
+
+def resolve_path(model: ModelConfig, task: TaskConfig) -> str:
+    """The checkpoint folder to use: model.path, or the tiny model built (once) into the cache."""
+    if model.path is not None:
+        if not (Path(model.path) / "config.json").exists():
+            raise FileNotFoundError(f"model.path={model.path}: not a Hugging Face model folder (no config.json)")
+        return model.path
+    return tiny.ensure(model.tiny, task, model.cache_dir)
+
+
+def load_tokenizer(path: str):
+    """The folder's tokenizer; a custom fast tokenizer is loaded as such, since transformers would otherwise
+    pick the architecture's own tokenizer class for it."""
+    config = json.loads((Path(path) / "tokenizer_config.json").read_text())
+    cls = PreTrainedTokenizerFast if config.get("tokenizer_class") == "PreTrainedTokenizerFast" else AutoTokenizer
+    tokenizer = cls.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, dtype: str, device: str) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)

@@ -1,0 +1,126 @@
+"""The project's own tiny Qwen2 model: a byte-level BPE tokenizer and a small decoder, pretrained on a
+synthetic world whose entities are disjoint from the task's, then cached in Hugging Face format.
+
+The pretraining corpus teaches the formats the SEAL loop uses: passages, title-prefixed fact sentences,
+question answering in the task's answer template, and self-edits for the task's prompt written in styles of
+mixed usefulness (complete fact lists, partial lists, copied sentences, vague remarks), so that a policy
+trained by the outer loop has something to select among.
+"""
+
+import hashlib
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from seal_dist.config import TaskConfig, TinyModelConfig, to_container
+from seal_dist.tasks import synthetic
+from seal_dist.training import Example, train_epochs
+
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+
+
+def _numbered(lines: list[str]) -> str:
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def _self_edit(entity: synthetic.Entity, text: str, rng: random.Random) -> str:
+    facts = synthetic.canonical_facts(entity)
+    style = rng.choice(("complete", "partial", "copy", "vague"))
+    if style == "complete":
+        return _numbered(rng.sample(facts, len(facts)))
+    if style == "partial":
+        return _numbered(rng.sample(facts, max(1, len(facts) // 3)))
+    if style == "copy":
+        return _numbered([s.strip() + "." for s in text.split(".") if s.strip()])
+    remarks = [f"The passage is about {entity.name}.", f"{entity.name} is a person.",
+               f"{entity.name} had a life.", f"The text describes {entity.name}.", "It is a short story."]
+    return _numbered(rng.sample(remarks, 3))
+
+
+def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]:
+    w = spec.world
+    entities = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage)
+    rng = random.Random(spec.seed)
+    corpus = []
+    for entity in entities:
+        text = synthetic.passage(entity, rng)
+        corpus.append(Example("", f"{entity.name}\n{text}"))
+        corpus.append(Example("", f"{entity.name}\n{synthetic.passage(entity, rng)}"))
+        corpus += [Example("", f"{entity.name}\n{fact}") for fact in synthetic.canonical_facts(entity)]
+        for attribute, value in entity.facts:
+            question = task.question_template.format(
+                title=entity.name, question=rng.choice(attribute.questions).format(name=entity.name)
+            )
+            corpus.append(Example(task.answer_template.format(question=question), value))
+        corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
+    rng.shuffle(corpus)
+    return corpus
+
+
+def build_tokenizer(corpus: list[Example], vocab_size: int) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator((ex.prompt + ex.completion for ex in corpus), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=EOS)
+
+
+def spec_key(spec: TinyModelConfig, task: TaskConfig) -> str:
+    """A digest of everything that determines the built model."""
+    fields = {"tiny": to_container(spec), "prompt": task.prompt.template,
+              "question": task.question_template, "answer": task.answer_template}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build(spec: TinyModelConfig, task: TaskConfig, out: Path) -> None:
+    torch.manual_seed(spec.seed)
+    corpus = pretraining_corpus(spec, task)
+    tokenizer = build_tokenizer(corpus, spec.vocab_size)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
+        intermediate_size=spec.intermediate_size, max_position_embeddings=spec.max_position,
+        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01)
+    warmup = max(1, spec.pretrain_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / spec.pretrain_steps)),
+    )
+    # exactly pretrain_steps batches: the shuffled corpus repeated, trained in chunks for the progress bar
+    needed = spec.pretrain_steps * spec.pretrain_batch_size
+    stream = (corpus * math.ceil(needed / len(corpus)))[:needed]
+    chunk = spec.pretrain_batch_size * max(1, spec.pretrain_steps // 20)
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("pretraining the tiny model", total=spec.pretrain_steps)
+        for start in range(0, needed, chunk):
+            losses = train_epochs(model, tokenizer, stream[start : start + chunk], optimizer, 1,
+                                  spec.pretrain_batch_size, spec.max_position, spec.seed + start, schedule)
+            progress.update(bar, advance=len(losses), description=f"pretraining the tiny model (loss {losses[-1]:.3f})")
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "pretraining.json").write_text(json.dumps({"final_loss": losses[-1], "corpus_examples": len(corpus),
+                                                       "spec": to_container(spec)}, indent=2))
+    tmp.rename(out)
+
+
+def ensure(spec: TinyModelConfig, task: TaskConfig, cache_dir: str) -> str:
+    """The path of the built tiny model, building it on first use."""
+    out = Path(cache_dir).expanduser() / f"tiny-qwen2-{spec_key(spec, task)}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        build(spec, task, out)
+    return str(out)

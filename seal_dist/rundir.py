@@ -1,0 +1,81 @@
+"""A run directory: resolved config, per-job results, per-round summary and checkpoints.
+
+    config.yaml      the resolved config (a resumed run reads it back)
+    results.jsonl    one record per finished inner-loop job, appended as results arrive
+    summary.json     {"rounds": [...], "final": {...}}, rewritten after every round
+    rounds/<r>/samples.json   the round's sampled self-edits (reused if the round is resumed)
+    checkpoint.json  the last complete round and the policy version it produced
+    policy/v<n>/     policy adapters in PEFT format
+"""
+
+import json
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, root: str):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.results_path = self.root / "results.jsonl"
+        self.summary_path = self.root / "summary.json"
+        self.checkpoint_path = self.root / "checkpoint.json"
+        self.config_path = self.root / "config.yaml"
+        self.policy_dir = self.root / "policy"
+
+    def save_config(self, cfg: DictConfig) -> None:
+        _write_atomic(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+
+    def append_results(self, records: list[dict]) -> None:
+        with self.results_path.open("a") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def results(self) -> list[dict]:
+        """Every complete record (a line cut short by a kill is dropped, and its job is redone)."""
+        if not self.results_path.exists():
+            return []
+        text = self.results_path.read_text()
+        records = []
+        for line in text.splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        if text and not text.endswith("\n"):
+            _write_atomic(self.results_path, "".join(json.dumps(r) + "\n" for r in records))
+        return records
+
+    def samples_path(self, round_: int) -> Path:
+        return self.root / "rounds" / str(round_) / "samples.json"
+
+    def save_samples(self, round_: int, samples: dict) -> None:
+        path = self.samples_path(round_)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, json.dumps(samples, indent=1))
+
+    def load_samples(self, round_: int) -> dict | None:
+        path = self.samples_path(round_)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def summary(self) -> dict:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {"rounds": []}
+
+    def save_summary(self, summary: dict) -> None:
+        _write_atomic(self.summary_path, json.dumps(summary, indent=2))
+
+    def checkpoint(self) -> dict | None:
+        return json.loads(self.checkpoint_path.read_text()) if self.checkpoint_path.exists() else None
+
+    def save_checkpoint(self, state: dict) -> None:
+        _write_atomic(self.checkpoint_path, json.dumps(state, indent=2))

@@ -1,0 +1,124 @@
+"""Knowledge incorporation (SEAL domain 1): passages, self-edit prompts, inner-loop jobs and rewards.
+
+Pure and deterministic: nothing here touches a model or Ray.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from seal_dist.config import Metric, TaskConfig
+from seal_dist.inner.job import InnerJob
+from seal_dist.tasks import grading, synthetic
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Context:
+    id: str
+    title: str
+    text: str
+    questions: tuple[Question, ...]
+
+
+class DataError(ValueError):
+    """A data file that does not follow the SEAL reference schema."""
+
+
+def parse_records(records: object, source: str) -> list[Context]:
+    """Validates records in the SEAL schema; errors name the source, the record and the field."""
+    if not isinstance(records, list):
+        raise DataError(f"{source}: expected a JSON list of passages, got {type(records).__name__}")
+    contexts = []
+    for i, rec in enumerate(records):
+        where = f"{source}: record {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected an object, got {type(rec).__name__}")
+        for key in ("title", "context"):
+            if not isinstance(rec.get(key), str):
+                raise DataError(f"{where}: field '{key}' must be a string")
+        questions = rec.get("questions")
+        if not isinstance(questions, list) or not questions:
+            raise DataError(f"{where}: field 'questions' must be a non-empty list")
+        parsed = []
+        for j, q in enumerate(questions):
+            if not (isinstance(q, dict) and isinstance(q.get("question"), str) and isinstance(q.get("answer"), str)):
+                raise DataError(f"{where}: questions[{j}] must have string fields 'question' and 'answer'")
+            parsed.append(Question(q["question"], q["answer"]))
+        contexts.append(Context(f"{Path(source).stem}-{i:05d}", rec["title"], rec["context"], tuple(parsed)))
+    return contexts
+
+
+def load_file(path: str) -> list[Context]:
+    try:
+        records = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    return parse_records(records, path)
+
+
+def self_edit_segments(self_edit: str) -> list[str]:
+    """Splits a self-edit into training segments as the SEAL reference does: blocks separated by `---`,
+    one segment per non-empty line, and a leading non-list line dropped when a numbered list follows."""
+    segments = []
+    for block in self_edit.split("---"):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if len(lines) >= 2 and not lines[0].startswith("1.") and lines[1].startswith("1."):
+            lines = lines[1:]
+        segments.extend(lines)
+    return segments
+
+
+class KnowledgeTask:
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
+
+    def load(self, split: str) -> list[Context]:
+        """`train` or `heldout` contexts, from the synthetic world or a SEAL-schema file."""
+        source = {"train": self.cfg.train_data, "heldout": self.cfg.heldout_data}[split]
+        if source != "synthetic":
+            return load_file(source)
+        w = self.cfg.world
+        records = synthetic.make_split(w.seed, w.num_train, w.num_heldout, w.facts_per_passage)[split]
+        return parse_records(records, f"synthetic{w.seed}-{split}")
+
+    def prompt(self, ctx: Context) -> str:
+        return self.cfg.prompt.template.format(title=ctx.title, context=ctx.text)
+
+    def training_texts(self, ctx: Context, self_edit: str | None) -> tuple[str, ...]:
+        """Title-prefixed self-edit segments plus the passage itself; () for no update;
+        the passage alone for self_edit=""."""
+        if self_edit is None:
+            return ()
+        segments = [f"{ctx.title}\n{s}" for s in self_edit_segments(self_edit)]
+        return (*segments, f"{ctx.title}\n{ctx.text}")
+
+    def eval_prompts(self, ctx: Context) -> tuple[str, ...]:
+        return tuple(
+            self.cfg.answer_template.format(
+                question=self.cfg.question_template.format(title=ctx.title, question=q.question)
+            )
+            for q in ctx.questions
+        )
+
+    def make_job(self, job_id: str, ctx: Context, self_edit: str | None, policy_version: int, seed: int) -> InnerJob:
+        return InnerJob(
+            job_id=job_id,
+            policy_version=policy_version,
+            train_texts=self.training_texts(ctx, self_edit),
+            eval_prompts=self.eval_prompts(ctx),
+            seed=seed,
+        )
+
+    def score(self, ctx: Context, generations: tuple[str, ...]) -> float:
+        """Accuracy of the generations on the context's questions (the reward of SEAL's inner loop)."""
+        grade = grading.exact_match if self.cfg.metric == Metric.exact_match else grading.f1
+        answers = [grading.first_line(g) for g in generations]
+        return sum(grade(a, q.answer) for a, q in zip(answers, ctx.questions, strict=True)) / len(ctx.questions)

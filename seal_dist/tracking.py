@@ -1,0 +1,76 @@
+"""What a person watching the run sees: W&B scalars and self-edit tables, the console progress display and
+the per-round table. Everything is logged from the driver."""
+
+import hashlib
+
+import wandb
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from seal_dist.config import LoggerConfig
+
+COLUMNS = ("round", "policy_version", "reward_mean", "reward_max", "baseline_mean", "kept", "learner_loss",
+           "heldout_baseline", "heldout_accuracy")
+
+
+class Tracker:
+    def __init__(self, cfg: LoggerConfig, run_dir: str, config: dict, show_progress: bool):
+        self.cfg = cfg
+        self.console = Console()
+        self.run = wandb.init(
+            mode=cfg.mode.value, project=cfg.project, entity=cfg.entity, tags=list(cfg.tags), dir=run_dir,
+            config=config, id=_run_id(run_dir), resume="allow",
+        )
+        self.progress = Progress(
+            TextColumn("[bold]round {task.fields[round]}[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=self.console, disable=not show_progress,
+        )
+        self.progress.start()
+        self._bar = None
+
+    def phase(self, round_: int, name: str, total: int) -> None:
+        if self._bar is not None:
+            self.progress.remove_task(self._bar)
+        self._bar = self.progress.add_task(name, total=total, round=round_)
+
+    def advance(self, done: int) -> None:
+        self.progress.update(self._bar, completed=done)
+
+    def log_round(self, row: dict, samples: list[dict]) -> None:
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars.update({f"timing_s/{k}": v for k, v in row["timing_s"].items()})
+        if self.cfg.num_table_rows > 0:
+            table = wandb.Table(columns=["round", "context_id", "sample", "reward", "baseline", "self_edit"])
+            for s in samples[: self.cfg.num_table_rows]:
+                table.add_data(row["round"], s["context_id"], s["sample"], s["reward"], s["baseline"], s["self_edit"])
+            scalars["self_edits"] = table
+        self.run.log(scalars, step=row["round"])
+        self.console.log(f"round {row['round']}: " + ", ".join(f"{k}={_fmt(row[k])}" for k in COLUMNS[2:]))
+
+    def log_final(self, final: dict) -> None:
+        self.run.summary.update({f"final/{k}": v for k, v in final.items()})
+
+    def print_table(self, rounds: list[dict], final: dict | None) -> None:
+        table = Table(title="SEAL rounds")
+        for c in COLUMNS:
+            table.add_column(c, justify="right")
+        for row in rounds:
+            table.add_row(*(_fmt(row[c]) for c in COLUMNS))
+        if final is not None:
+            table.add_row("final", str(final["policy_version"]), *[""] * 5,
+                          _fmt(final["heldout_baseline"]), _fmt(final["heldout_accuracy"]))
+        self.console.print(table)
+
+    def close(self) -> None:
+        self.progress.stop()
+        self.run.finish()
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _run_id(run_dir: str) -> str:
+    """A W&B run id derived from the run directory, so a resumed run continues the same W&B run."""
+    return hashlib.sha1(str(run_dir).encode()).hexdigest()[:12]
