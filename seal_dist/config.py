@@ -71,6 +71,7 @@ class TinyModelConfig:
     world: WorldConfig = field(default_factory=WorldConfig)  # pretraining entities, disjoint from the task's
     pretrain_steps: int = MISSING
     pretrain_batch_size: int = MISSING
+    pretrain_seq_len: int = MISSING
     pretrain_lr: float = MISSING
     seed: int = MISSING
 
@@ -104,12 +105,14 @@ class SamplerConfig:
     max_model_len: int = MISSING
     max_lora_rank: int = MISSING
     engine_kwargs: dict[str, Any] = MISSING  # passed to vllm.LLM as is
+    env_vars: dict[str, str] = MISSING  # environment of the engine actors
 
 
 @dataclass
 class InnerConfig:
     num_workers: int = MISSING
     use_gpu: bool = MISSING
+    max_failures: int = MISSING  # worker-group restarts before the run fails (leased jobs are redone)
     repeats: int = MISSING  # S inner runs per self-edit, scores averaged
     lora: LoraConfig = field(default_factory=LoraConfig)
     lr: float = MISSING
@@ -178,7 +181,8 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(
             f"learner.lora.r={cfg.learner.lora.r} exceeds sampler.max_lora_rank={cfg.sampler.max_lora_rank}"
         )
-    for key in ("rounds", "contexts_per_round", "sampler.num_samples", "inner.repeats", "inner.num_workers"):
+    for key in ("rounds", "contexts_per_round", "heldout_contexts", "sampler.num_samples", "sampler.num_engines",
+                "inner.repeats", "inner.num_workers"):
         if OmegaConf.select(cfg, key) < 1:
             raise ValueError(f"{key} must be at least 1")
     for key, template, fields in (

@@ -5,12 +5,15 @@
     seal-dist train resume=runs/<time>                   # continue a killed run from its last round
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from seal_dist import config
 
 config.register()
+CONF_DIR = str(Path(__file__).parent / "conf")  # the top-level conf/, shipped inside the package
 
 
 def load_resumed(cfg: DictConfig) -> DictConfig:
@@ -20,7 +23,7 @@ def load_resumed(cfg: DictConfig) -> DictConfig:
     return saved
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from seal_dist import loop  # heavy imports after Hydra has validated the config
 

@@ -20,6 +20,7 @@ class JobBoard:
         self._done: set[str] = set()  # every job id ever completed
         self._results: dict[str, InnerResult] = {}  # completed and not yet taken
         self._policies: dict[int, str | None] = {0: None}  # version -> adapter path
+        self._generation: dict[int, int] = {}  # worker rank -> incarnation
         self._closed = False
         self._changed = asyncio.Condition()
 
@@ -34,11 +35,13 @@ class JobBoard:
         self._queue.extend(j for j in jobs if j.job_id not in self._done)
         await self._notify()
 
-    async def lease(self, worker: int) -> tuple[InnerJob, str | None] | None:
-        """The next job and its policy adapter; waits for one; None once the board is closed."""
+    async def lease(self, worker: int, generation: int) -> tuple[InnerJob, str | None] | None:
+        """The next job and its policy adapter; waits for one; None once the board is closed or when the
+        caller is a stale incarnation of its worker (a dead process's call still pending here)."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self._queue or self._closed)
-            if self._closed:
+            stale = lambda: self._generation[worker] != generation  # noqa: E731
+            await self._changed.wait_for(lambda: self._queue or self._closed or stale())
+            if self._closed or stale():
                 return None
             job = self._queue.popleft()
             self._leases[job.job_id] = (worker, job)
@@ -51,15 +54,16 @@ class JobBoard:
             self._results[result.job_id] = result
         await self._notify()
 
-    async def release(self, worker: int) -> int:
-        """Requeues the jobs leased to `worker` (called when it starts, so a restarted worker's jobs are
-        done again); returns how many."""
+    async def register(self, worker: int) -> int:
+        """Called by a worker when it starts: requeues the jobs leased to earlier incarnations of the same
+        rank and returns this incarnation's generation."""
+        self._generation[worker] = self._generation.get(worker, -1) + 1
         lost = [job for w, job in self._leases.values() if w == worker]
         for job in lost:
             del self._leases[job.job_id]
         self._queue.extendleft(reversed(lost))
         await self._notify()
-        return len(lost)
+        return self._generation[worker]
 
     async def wait(self, job_ids: list[str], timeout: float) -> int:
         """Waits until all `job_ids` are done or `timeout` seconds pass; returns how many are done."""

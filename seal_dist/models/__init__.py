@@ -1,10 +1,9 @@
 """Loading causal LMs and their tokenizers by path, and resolving the configured model to a path."""
 
-import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from seal_dist.config import ModelConfig, TaskConfig
 from seal_dist.models import tiny
@@ -20,11 +19,8 @@ def resolve_path(model: ModelConfig, task: TaskConfig) -> str:
 
 
 def load_tokenizer(path: str):
-    """The folder's tokenizer; a custom fast tokenizer is loaded as such, since transformers would otherwise
-    pick the architecture's own tokenizer class for it."""
-    config = json.loads((Path(path) / "tokenizer_config.json").read_text())
-    cls = PreTrainedTokenizerFast if config.get("tokenizer_class") == "PreTrainedTokenizerFast" else AutoTokenizer
-    tokenizer = cls.from_pretrained(path)
+    """The folder's tokenizer, loaded as vLLM loads it (by the model's architecture)."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

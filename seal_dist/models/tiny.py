@@ -15,14 +15,20 @@ from pathlib import Path
 
 import torch
 from rich.progress import Progress
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from seal_dist.config import TaskConfig, TinyModelConfig, to_container
 from seal_dist.tasks import synthetic
-from seal_dist.training import Example, train_epochs
+from seal_dist.training import Example
 
-EOS, PAD = "<|endoftext|>", "<|pad|>"
+BUILD_VERSION = 1  # bump when the corpus or the build changes, so cached models are rebuilt
+EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"
+# Qwen2's pre-tokenisation: transformers and vLLM rebuild a qwen2 folder's tokenizer with this split, so a
+# tokenizer trained with any other would tokenise differently there.
+QWEN2_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 
 def _numbered(lines: list[str]) -> str:
@@ -65,18 +71,31 @@ def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]
 
 def build_tokenizer(corpus: list[Example], vocab_size: int) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator((ex.prompt + ex.completion for ex in corpus), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=EOS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, unk_token=UNK)
+
+
+def packed_rows(tokenizer: PreTrainedTokenizerFast, corpus: list[Example], length: int) -> torch.Tensor:
+    """The corpus as one EOS-separated token stream cut into rows of `length` (no padding)."""
+    stream = []
+    for ids in tokenizer([ex.prompt + ex.completion for ex in corpus], add_special_tokens=False)["input_ids"]:
+        stream += ids + [tokenizer.eos_token_id]
+    rows = len(stream) // length
+    return torch.tensor(stream[: rows * length]).view(rows, length)
 
 
 def spec_key(spec: TinyModelConfig, task: TaskConfig) -> str:
     """A digest of everything that determines the built model."""
-    fields = {"tiny": to_container(spec), "prompt": task.prompt.template,
+    fields = {"build": BUILD_VERSION, "tiny": to_container(spec), "prompt": task.prompt.template,
               "question": task.question_template, "answer": task.answer_template}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -99,20 +118,24 @@ def build(spec: TinyModelConfig, task: TaskConfig, out: Path) -> None:
         optimizer,
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / spec.pretrain_steps)),
     )
-    # exactly pretrain_steps batches: the shuffled corpus repeated, trained in chunks for the progress bar
-    needed = spec.pretrain_steps * spec.pretrain_batch_size
-    stream = (corpus * math.ceil(needed / len(corpus)))[:needed]
-    chunk = spec.pretrain_batch_size * max(1, spec.pretrain_steps // 20)
+    rows = packed_rows(tokenizer, corpus, spec.pretrain_seq_len)
+    generator = torch.Generator().manual_seed(spec.seed)
+    model.train()
     with Progress(transient=True) as progress:
         bar = progress.add_task("pretraining the tiny model", total=spec.pretrain_steps)
-        for start in range(0, needed, chunk):
-            losses = train_epochs(model, tokenizer, stream[start : start + chunk], optimizer, 1,
-                                  spec.pretrain_batch_size, spec.max_position, spec.seed + start, schedule)
-            progress.update(bar, advance=len(losses), description=f"pretraining the tiny model (loss {losses[-1]:.3f})")
+        for _ in range(spec.pretrain_steps):
+            batch = rows[torch.randint(len(rows), (spec.pretrain_batch_size,), generator=generator)]
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.update(bar, advance=1, description=f"pretraining the tiny model (loss {loss.item():.3f})")
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "pretraining.json").write_text(json.dumps({"final_loss": losses[-1], "corpus_examples": len(corpus),
+    (tmp / "pretraining.json").write_text(json.dumps({"final_loss": loss.item(), "corpus_examples": len(corpus),
                                                        "spec": to_container(spec)}, indent=2))
     tmp.rename(out)
 

@@ -1,0 +1,77 @@
+"""The inner-loop pool: one Ray Train worker group, started once per run, whose workers keep the policy
+model resident and pull jobs from the job board until it closes."""
+
+import threading
+from collections.abc import Callable, Iterator
+
+import ray
+import ray.train
+from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer, get_device
+
+from seal_dist.inner.board import JobBoard
+from seal_dist.inner.job import InnerJob, InnerResult
+
+
+def worker_loop(config: dict) -> None:
+    """Runs on every Train worker: lease a job, switch to its policy version if needed, run it, report."""
+    import torch
+
+    from seal_dist.inner.lora_loop import InnerLoop
+
+    torch.set_num_threads(config["torch_threads"])
+    rank = ray.train.get_context().get_world_rank()
+    board = config["board"]
+    device = str(get_device()) if torch.cuda.is_available() else "cpu"  # logical GPUs on a CPU machine
+    loop = InnerLoop(config["model_path"], config["dtype"], device, config["inner"], config["max_answer_tokens"], rank)
+    generation = ray.get(board.register.remote(rank))  # requeues what a previous incarnation had leased
+    while (lease := ray.get(board.lease.remote(rank, generation))) is not None:
+        job, adapter_path = lease
+        loop.set_policy(job.policy_version, adapter_path)
+        ray.get(board.complete.remote(loop.run(job)))
+
+
+class InnerPool:
+    def __init__(self, inner_cfg, model_path: str, dtype: str, max_answer_tokens: int, torch_threads: int,
+                 storage_path: str, max_failures: int):
+        self.board = JobBoard.remote()
+        trainer = TorchTrainer(
+            worker_loop,
+            train_loop_config={"board": self.board, "model_path": model_path, "dtype": dtype, "inner": inner_cfg,
+                               "max_answer_tokens": max_answer_tokens, "torch_threads": torch_threads},
+            scaling_config=ScalingConfig(num_workers=inner_cfg.num_workers, use_gpu=inner_cfg.use_gpu),
+            torch_config=TorchConfig(backend="gloo"),  # workers never communicate; gloo runs everywhere
+            run_config=RunConfig(name="inner-pool", storage_path=storage_path,
+                                 failure_config=FailureConfig(max_failures=max_failures)),
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True, name="inner-pool")
+        self._thread.start()  # fit() blocks for the whole run
+
+    def _fit(self, trainer: TorchTrainer) -> None:
+        try:
+            trainer.fit()
+        except BaseException as e:  # surfaced to the driver by run()
+            self._error = e
+
+    def publish_policy(self, version: int, adapter_path: str | None) -> None:
+        ray.get(self.board.publish_policy.remote(version, adapter_path))
+
+    def run(self, jobs: list[InnerJob], on_progress: Callable[[int], None]) -> Iterator[list[InnerResult]]:
+        """Submits the jobs and yields their results in batches as they finish."""
+        ids = [j.job_id for j in jobs]
+        ray.get(self.board.put.remote(jobs))
+        taken = 0
+        while taken < len(ids):
+            done = ray.get(self.board.wait.remote(ids, 2.0))
+            if not self._thread.is_alive():
+                raise RuntimeError("the inner-loop worker group stopped") from self._error
+            on_progress(done)
+            results = ray.get(self.board.take.remote(ids))
+            taken += len(results)
+            if results:
+                yield results
+
+    def shutdown(self) -> None:
+        ray.get(self.board.close.remote())
+        self._thread.join()
