@@ -1,0 +1,102 @@
+"""The knowledge task, grading and the synthetic world: pure functions, no model."""
+
+import json
+
+import pytest
+
+from seal_dist.tasks import grading, synthetic
+from seal_dist.tasks.knowledge import DataError, KnowledgeTask, load_file, self_edit_segments
+from tests.conftest import compose_config, shared_file
+
+
+@pytest.fixture(scope="module")
+def task():
+    return KnowledgeTask(compose_config("run_dir=unused").task)
+
+
+def test_grading_normalises_like_squad():
+    assert grading.normalize("The  Eiffel-Tower!") == "eiffeltower"
+    assert grading.exact_match("the Pelmora.", "Pelmora") == 1.0
+    assert grading.exact_match("Pelmora river", "Pelmora") == 0.0
+    assert grading.f1("Pelmora river", "Pelmora") == pytest.approx(2 / 3)
+    assert grading.f1("", "Pelmora") == 0.0
+    assert grading.first_line("\n  cello \nviolin") == "cello"
+
+
+def test_self_edit_segments_follow_the_reference_rules():
+    edit = "Here are the implications:\n1. A was born in B.\n2. A played the harp.\n---\nA rewrite.\n\nAnother line."
+    assert self_edit_segments(edit) == [
+        "1. A was born in B.", "2. A played the harp.", "A rewrite.", "Another line."
+    ]
+    # a first line is kept when no numbered list follows it
+    assert self_edit_segments("Intro\nnot a list") == ["Intro", "not a list"]
+    assert self_edit_segments("  \n") == []
+
+
+def test_training_texts_and_eval_prompts(task):
+    ctx = task.load("heldout")[0]
+    assert task.training_texts(ctx, None) == ()
+    assert task.training_texts(ctx, "") == (f"{ctx.title}\n{ctx.text}",)
+    texts = task.training_texts(ctx, "1. x\n2. y")
+    assert texts == (f"{ctx.title}\n1. x", f"{ctx.title}\n2. y", f"{ctx.title}\n{ctx.text}")
+    prompts = task.eval_prompts(ctx)
+    assert len(prompts) == len(ctx.questions)
+    assert ctx.text not in prompts[0] and f"Topic: {ctx.title}\n{ctx.questions[0].question}" in prompts[0]
+    assert task.prompt(ctx).endswith("Implications:\n") and ctx.text in task.prompt(ctx)
+
+
+def test_score_is_accuracy_over_questions(task):
+    ctx = task.load("heldout")[0]
+    answers = [q.answer for q in ctx.questions]
+    assert task.score(ctx, tuple(answers)) == 1.0
+    assert task.score(ctx, tuple(["wrong"] + answers[1:])) == pytest.approx(1 - 1 / len(answers))
+    with pytest.raises(ValueError):
+        task.score(ctx, tuple(answers[:-1]))
+
+
+def test_synthetic_world_is_seeded_with_disjoint_splits():
+    a = synthetic.make_split(3, 20, 10, 4)
+    assert a == synthetic.make_split(3, 20, 10, 4)
+    assert a != synthetic.make_split(4, 20, 10, 4)
+    train, held = {r["title"] for r in a["train"]}, {r["title"] for r in a["heldout"]}
+    assert len(train) == 20 and len(held) == 10 and not train & held
+    for rec in a["train"]:
+        assert len(rec["questions"]) == 4
+        # every answer is stated in the passage, and questions never contain it
+        for q in rec["questions"]:
+            assert q["answer"] in rec["context"] and q["answer"] not in q["question"]
+
+
+@pytest.mark.parametrize("name", ["squad_val.json", "iter0_train.json", "base_val.json", "gpt4_1_val.json",
+                                  "iter2_val.json", "naive_val.json"])
+def test_seal_reference_files_parse_into_jobs(task, name):
+    path = shared_file(f"knowledge/{name}")
+    contexts = load_file(str(path))
+    records = json.loads(path.read_text())
+    assert len(contexts) == len(records) and all(c.questions for c in contexts)
+    ctx, rec = contexts[0], records[0]
+    self_edit = rec["completions"][0] if "completions" in rec else ""
+    job = task.make_job("j", ctx, self_edit, policy_version=0, seed=1)
+    assert job.train_texts[-1] == f"{ctx.title}\n{ctx.text}"
+    assert all(t.startswith(ctx.title + "\n") for t in job.train_texts)
+    assert len(job.eval_prompts) == len(rec["questions"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"title": "x"}', "expected a JSON list"),
+    ('[{"title": "t", "context": "c"}]', "record 0: field 'questions'"),
+    ('[{"title": "t", "context": 3, "questions": []}]', "record 0: field 'context' must be a string"),
+    ('[{"title": "t", "context": "c", "questions": [{"question": "q"}]}]', r"questions\[0\] must have"),
+])
+def test_malformed_data_file_is_named_in_the_error(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        load_file(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(DataError, match="no such data file"):
+        load_file(str(tmp_path / "absent.json"))
