@@ -8,7 +8,7 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig
 
-from seal_dist.config import Engine, ResourcesConfig
+from seal_dist.config import Engine, ResourcesConfig, SamplerConfig
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
 from seal_dist.learner.sft import PolicyTrainer
@@ -32,8 +32,7 @@ def ray_cluster(cfg: ResourcesConfig) -> Iterator[None]:
 class Components:
     def __init__(self, cfg: DictConfig, model_path: str, policy_dir: str):
         threads, dtype = cfg.resources.torch_threads, cfg.model.dtype
-        engine = {Engine.vllm: VLLMEngine, Engine.hf: HFEngine}[cfg.sampler.engine]
-        actor = ray.remote(engine).options(num_gpus=cfg.sampler.gpus_per_engine, num_cpus=1,
+        actor = ray.remote(self.engine_class(cfg.sampler)).options(num_gpus=cfg.sampler.gpus_per_engine, num_cpus=1,
                                            runtime_env={"env_vars": dict(cfg.sampler.env_vars)})
         self.engines = [actor.remote(model_path, cfg.sampler, dtype, threads) for _ in range(cfg.sampler.num_engines)]
         self.learner = ray.remote(PolicyTrainer).options(num_gpus=cfg.learner.num_gpus, num_cpus=1).remote(
@@ -42,6 +41,10 @@ class Components:
         self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads,
                               str(Path(cfg.run_dir).resolve() / "ray_train"), max_failures=cfg.inner.max_failures)
         self.adapter: tuple[int, str] | None = None
+
+    @staticmethod
+    def engine_class(cfg: SamplerConfig) -> type:
+        return {Engine.vllm: VLLMEngine, Engine.hf: HFEngine}[cfg.engine]
 
     @classmethod
     def start(cls, cfg: DictConfig, model_path: str, policy_dir: str, version: int, adapter_path: str | None):

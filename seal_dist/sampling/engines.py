@@ -79,4 +79,6 @@ class HFEngine:
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def drop_adapters(self, keep: int | None) -> list[int]:
+        if self.loaded is not None and self.loaded != keep:
+            self._apply(None)
         return [] if self.loaded is None else [self.loaded]

