@@ -52,9 +52,10 @@ class Tracker:
         self.run.summary.update({f"final/{k}": v for k, v in final.items()})
 
     def print_table(self, rounds: list[dict], final: dict | None) -> None:
-        table = Table(title="SEAL rounds")
-        for c in COLUMNS:
-            table.add_column(c, justify="right")
+        table = Table(title="SEAL rounds (rewards: accuracy after the update; held-out: the policy's own self-edits)")
+        for header in ("round", "policy", "reward", "best", "baseline", "kept", "SFT loss", "held-out base",
+                       "held-out acc"):
+            table.add_column(header, justify="right")
         for row in rounds:
             table.add_row(*(_fmt(row[c]) for c in COLUMNS))
         if final is not None:

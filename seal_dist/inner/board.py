@@ -21,6 +21,7 @@ class JobBoard:
         self._results: dict[str, InnerResult] = {}  # completed and not yet taken
         self._policies: dict[int, str | None] = {0: None}  # version -> adapter path
         self._generation: dict[int, int] = {}  # worker rank -> incarnation
+        self._workers: dict[int, dict] = {}  # worker rank -> what its current incarnation reported
         self._closed = False
         self._changed = asyncio.Condition()
 
@@ -54,10 +55,11 @@ class JobBoard:
             self._results[result.job_id] = result
         await self._notify()
 
-    async def register(self, worker: int) -> int:
+    async def register(self, worker: int, info: dict) -> int:
         """Called by a worker when it starts: requeues the jobs leased to earlier incarnations of the same
         rank and returns this incarnation's generation."""
         self._generation[worker] = self._generation.get(worker, -1) + 1
+        self._workers[worker] = {**info, "generation": self._generation[worker]}
         lost = [job for w, job in self._leases.values() if w == worker]
         for job in lost:
             del self._leases[job.job_id]
@@ -80,6 +82,9 @@ class JobBoard:
     async def take(self, job_ids: list[str]) -> list[InnerResult]:
         """The finished results among `job_ids` (each returned once, then dropped from the board)."""
         return [self._results.pop(j) for j in job_ids if j in self._results]
+
+    async def workers(self) -> dict[int, dict]:
+        return dict(self._workers)
 
     async def close(self) -> None:
         self._closed = True

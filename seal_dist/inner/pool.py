@@ -1,6 +1,7 @@
 """The inner-loop pool: one Ray Train worker group, started once per run, whose workers keep the policy
 model resident and pull jobs from the job board until it closes."""
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 
@@ -24,7 +25,8 @@ def worker_loop(config: dict) -> None:
     board = config["board"]
     device = str(get_device()) if torch.cuda.is_available() else "cpu"  # logical GPUs on a CPU machine
     loop = InnerLoop(config["model_path"], config["dtype"], device, config["inner"], config["max_answer_tokens"], rank)
-    generation = ray.get(board.register.remote(rank))  # requeues what a previous incarnation had leased
+    info = {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "device": device}
+    generation = ray.get(board.register.remote(rank, info))  # requeues what a previous incarnation had leased
     while (lease := ray.get(board.lease.remote(rank, generation))) is not None:
         job, adapter_path = lease
         loop.set_policy(job.policy_version, adapter_path)
