@@ -1,8 +1,8 @@
-"""The `seal-dist` console script: `seal-dist train [hydra overrides...]`."""
+"""The `seal-dist` console script: `seal-dist {train,eval} [hydra overrides...]`."""
 
 import sys
 
-COMMANDS = {"train": "seal_dist.train"}
+COMMANDS = {"train": "seal_dist.train", "eval": "seal_dist.evaluate"}
 
 
 def main() -> None:

@@ -30,14 +30,16 @@ def ray_cluster(cfg: ResourcesConfig) -> Iterator[None]:
 
 
 class Components:
-    def __init__(self, cfg: DictConfig, model_path: str, policy_dir: str):
+    def __init__(self, cfg: DictConfig, model_path: str, policy_dir: str | None):
+        """Starts the sampler engines, the inner-loop pool and, given a policy_dir, the learner."""
         threads, dtype = cfg.resources.torch_threads, cfg.model.dtype
-        actor = ray.remote(self.engine_class(cfg.sampler)).options(num_gpus=cfg.sampler.gpus_per_engine, num_cpus=1,
-                                           runtime_env={"env_vars": dict(cfg.sampler.env_vars)})
-        self.engines = [actor.remote(model_path, cfg.sampler, dtype, threads) for _ in range(cfg.sampler.num_engines)]
-        self.learner = ray.remote(PolicyTrainer).options(num_gpus=cfg.learner.num_gpus, num_cpus=1).remote(
-            model_path, dtype, cfg.learner, policy_dir, threads
+        actor = ray.remote(self.engine_class(cfg.sampler)).options(
+            num_gpus=cfg.sampler.gpus_per_engine, num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}
         )
+        self.engines = [actor.remote(model_path, cfg.sampler, dtype, threads) for _ in range(cfg.sampler.num_engines)]
+        self.learner = None if policy_dir is None else ray.remote(PolicyTrainer).options(
+            num_gpus=cfg.learner.num_gpus, num_cpus=1
+        ).remote(model_path, dtype, cfg.learner, policy_dir, threads)
         self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads,
                               str(Path(cfg.run_dir).resolve() / "ray_train"), max_failures=cfg.inner.max_failures)
         self.adapter: tuple[int, str] | None = None
@@ -56,8 +58,12 @@ class Components:
 
     def publish(self, version: int, adapter_path: str | None) -> None:
         """Makes `version` the policy that samples self-edits and that inner-loop jobs update."""
-        self.adapter = None if adapter_path is None else (version, adapter_path)
         self.pool.publish_policy(version, adapter_path)
+        self.use_sampler_policy(version, adapter_path)
+
+    def use_sampler_policy(self, version: int, adapter_path: str | None) -> None:
+        """Makes `version` the policy that samples self-edits (older adapters are unloaded)."""
+        self.adapter = None if adapter_path is None else (version, adapter_path)
         ray.get([e.drop_adapters.remote(version) for e in self.engines])
 
     def sample(self, prompts: list[str], n: int, temperature: float, seed: int) -> list[list[str]]:
@@ -80,5 +86,5 @@ class Components:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
-        for handle in (*self.engines, self.learner):
+        for handle in (*self.engines, *([self.learner] if self.learner else [])):
             ray.kill(handle)

@@ -152,6 +152,18 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`seal-dist eval`: which updates to compare on the held-out contexts."""
+
+    run: Optional[str] = MISSING  # a training run directory: its final policy's self-edits and its RL curve
+    policy: Optional[str] = MISSING  # or a policy adapter folder
+    self_edits_file: Optional[str] = MISSING  # SEAL-schema JSON whose `completions` are self-edits
+    samples: int = MISSING  # self-edits per context from each policy (or from the file)
+    temperature: float = MISSING  # sampling of the policies' self-edits
+    seeds: list[int] = MISSING  # inner-loop seeds: each update is repeated with each
+
+
+@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -160,6 +172,7 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     rounds: int = MISSING
     contexts_per_round: int = MISSING
     heldout_contexts: int = MISSING

@@ -38,41 +38,48 @@ def train(cfg: DictConfig) -> dict:
         parts = Components.start(cfg, model_path, str(run.policy_dir), state["policy_version"], state["policy_path"])
         try:
             for r in range(state["round"] + 1, cfg.rounds + 1):
-                t0 = time.perf_counter()
-                contexts = contexts_for_round(train_contexts, cfg.contexts_per_round, cfg.seed, r) if r < cfg.rounds else []
+                final, version, timing = r == cfg.rounds, state["policy_version"], Timer()
+                contexts = [] if final else contexts_for_round(train_contexts, cfg.contexts_per_round, cfg.seed, r)
                 samples = run.load_samples(r) or sample_round(parts, task, contexts, heldout, cfg, r, tracker)
                 run.save_samples(r, samples)
-                t1 = time.perf_counter()
-                jobs = round_jobs(task, contexts, heldout, samples, r, state["policy_version"], cfg)
+                timing.lap("sample")
+                jobs = round_jobs(task, contexts, heldout, samples, r, version, cfg)
                 records += run_jobs(parts, task, by_id, run, tracker, jobs, records, r)
                 mine = [rec for rec in records if rec["round"] == r]
-                t2 = time.perf_counter()
-                heldout_stats = heldout_accuracy(mine)
-                if r == cfg.rounds:
-                    summary["final"] = {"policy_version": state["policy_version"], **heldout_stats}
+                timing.lap("inner")
+                if final:
+                    summary["final"] = {"policy_version": version, **heldout_accuracy(mine)}
                     tracker.log_final(summary["final"])
-                    run.save_summary(summary)
-                    run.save_checkpoint({**state, "round": r})
-                    break
-                scored = score_self_edits(mine, {c.id: task.prompt(c) for c in contexts})
-                kept = rest_em.select(scored, cfg.learner.top_k, cfg.learner.min_gain)
-                tracker.phase(r, f"learner: SFT on {len(kept)} self-edits", 1)
-                update = parts.learn([(s.prompt, s.self_edit) for s in kept], state["policy_version"] + 1, cfg.seed + r)
-                if update is not None:
-                    state = {"round": r, "policy_version": update["version"], "policy_path": update["path"]}
-                    parts.publish(update["version"], update["path"])
-                t3 = time.perf_counter()
-                row = round_row(r, state["policy_version"], scored, kept, update, heldout_stats,
-                                {"sample": t1 - t0, "inner": t2 - t1, "learn": t3 - t2, "total": t3 - t0})
-                summary["rounds"].append(row)
+                else:
+                    scored = score_self_edits(mine, {c.id: task.prompt(c) for c in contexts})
+                    kept = rest_em.select(scored, cfg.learner.top_k, cfg.learner.min_gain)
+                    tracker.phase(r, f"learner: SFT on {len(kept)} self-edits", 1)
+                    update = parts.learn([(s.prompt, s.self_edit) for s in kept], version + 1, cfg.seed + r)
+                    if update is not None:
+                        state = {"round": r, "policy_version": update["version"], "policy_path": update["path"]}
+                        parts.publish(update["version"], update["path"])
+                    timing.lap("learn")
+                    row = round_row(r, version, scored, kept, update, heldout_accuracy(mine), timing.laps)
+                    summary["rounds"].append(row)
+                    tracker.log_round(row, [vars(s) for s in scored])
                 run.save_summary(summary)
                 run.save_checkpoint({**state, "round": r})
-                tracker.log_round(row, [vars(s) for s in scored])
         finally:
             parts.shutdown()
             tracker.close()
     tracker.print_table(summary["rounds"], summary.get("final"))
     return summary
+
+
+class Timer:
+    """Seconds spent in each phase of a round, and in total."""
+
+    def __init__(self):
+        self.laps, self._start, self._last = {}, time.perf_counter(), time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase], self.laps["total"], self._last = now - self._last, now - self._start, now
 
 
 def contexts_for_round(contexts: list[Context], n: int, seed: int, r: int) -> list[Context]:

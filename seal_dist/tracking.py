@@ -63,6 +63,14 @@ class Tracker:
                           _fmt(final["heldout_baseline"]), _fmt(final["heldout_accuracy"]))
         self.console.print(table)
 
+    def print_eval(self, rows: list[dict], out_dir: str) -> None:
+        table = Table(title=f"No-context accuracy after each update ({out_dir})")
+        for header in ("update", "accuracy", "spread (sd over seeds)", "updates", "questions"):
+            table.add_column(header, justify="right")
+        for r in rows:
+            table.add_row(r["update"], _fmt(r["accuracy"]), _fmt(r["spread"]), str(r["updates"]), str(r["questions"]))
+        self.console.print(table)
+
     def close(self) -> None:
         self.progress.stop()
         self.run.finish()

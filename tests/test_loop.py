@@ -43,6 +43,7 @@ def test_run_directory_holds_config_summary_results_and_checkpoints(full_run):
     for row in summary["rounds"]:
         assert ROUND_KEYS <= row.keys() and {"sample", "inner", "learn", "total"} <= row["timing_s"].keys()
         assert 0 <= row["reward_mean"] <= row["reward_max"] <= 1 and row["kept"] == cfg.contexts_per_round
+        assert row["policy_version"] == row["round"]  # the policy that sampled and was evaluated
     assert summary["final"]["policy_version"] == cfg.rounds
     recs = records(run_dir)
     assert len(recs) == expected_records(cfg) and len({r["job_id"] for r in recs}) == len(recs)

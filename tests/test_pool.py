@@ -12,7 +12,7 @@ from tests.conftest import fast_config
 
 
 def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_path, model_cache, tiny_model):
-    cfg = fast_config(tmp_path, model_cache, "inner.use_gpu=true", "inner.num_workers=2", "inner.epochs=3")
+    cfg = fast_config(tmp_path, model_cache, "inner.use_gpu=true", "inner.num_workers=2", "inner.epochs=10")
     task = KnowledgeTask(cfg.task)
     contexts = task.load("train")[:12]
     jobs = [task.make_job(f"job-{i}", ctx, "1. A fact.\n2. Another fact.", 0, seed=i) for i, ctx in enumerate(contexts)]
@@ -24,11 +24,13 @@ def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_pat
         if killed is None:
             workers = ray.get(pool.board.workers.remote())
             assert sorted(w["gpu_ids"][0] for w in workers.values()) == [0, 1]  # one logical GPU each
-            killed = workers[1]
-            os.kill(killed["pid"], signal.SIGKILL)  # a real worker death, mid-run
+            victim = max(ray.get(pool.board.leases.remote()).values())  # a worker in the middle of a job
+            killed = {"rank": victim, **workers[victim]}
+            os.kill(killed["pid"], signal.SIGKILL)  # a real worker death, mid-job
     after = ray.get(pool.board.workers.remote())
     pool.shutdown()
     assert sorted(r.job_id for r in results) == sorted(j.job_id for j in jobs)
-    assert after[1]["generation"] == killed["generation"] + 1 and after[1]["pid"] != killed["pid"]
+    restarted = after[killed["rank"]]
+    assert restarted["generation"] == killed["generation"] + 1 and restarted["pid"] != killed["pid"]
     assert all(len(r.generations) == len(ctx.questions) for r, ctx in
                zip(sorted(results, key=lambda r: int(r.job_id.split("-")[1])), contexts))

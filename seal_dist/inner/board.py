@@ -86,6 +86,10 @@ class JobBoard:
     async def workers(self) -> dict[int, dict]:
         return dict(self._workers)
 
+    async def leases(self) -> dict[str, int]:
+        """Job id -> the worker holding it."""
+        return {job_id: worker for job_id, (worker, _) in self._leases.items()}
+
     async def close(self) -> None:
         self._closed = True
         await self._notify()

@@ -1,0 +1,161 @@
+"""`seal-dist eval`: the paper's comparison on held-out contexts. Each kind of update is applied to the base
+model with the same inner-loop settings, and no-context accuracy is measured afterwards:
+
+    no update | passage only | round-0 self-edits | the trained policy's self-edits | self-edits from a file
+
+Writes eval.json, eval.png (bar chart), results.jsonl and, for a training run, rl_curve.png.
+
+    seal-dist eval experiment=demo_cpu eval.run=runs/<time>
+    seal-dist eval task=squad model=hf model.path=/ckpt eval.self_edits_file=../shared/data/seal/knowledge/gpt4_1_val.json
+"""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean, pstdev
+
+import hydra
+import matplotlib
+from omegaconf import DictConfig
+
+from seal_dist import config, models
+from seal_dist.cluster import Components, ray_cluster
+from seal_dist.config import to_container
+from seal_dist.loop import run_jobs
+from seal_dist.rundir import RunDir
+from seal_dist.tasks.knowledge import Context, KnowledgeTask, load_file
+from seal_dist.tracking import Tracker
+from seal_dist.train import CONF_DIR
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+
+NO_UPDATE, PASSAGE = "no update", "passage only"
+ADAPTER_ID = 10**6  # the sampler's LoRA id for an adapter given by path (training versions count from 1)
+
+
+def evaluate(cfg: DictConfig) -> list[dict]:
+    out = RunDir(cfg.run_dir)
+    out.save_config(cfg)
+    task = KnowledgeTask(cfg.task)
+    contexts = task.load("heldout")[: cfg.heldout_contexts]
+    model_path = models.resolve_path(cfg.model, cfg.task)
+    with ray_cluster(cfg.resources):
+        tracker = Tracker(cfg.logger, str(out.root.resolve()), to_container(cfg), cfg.progress)
+        parts = Components(cfg, model_path, policy_dir=None)
+        parts.publish(0, None)  # every update is applied to the base model
+        try:
+            edits = {NO_UPDATE: {c.id: [None] for c in contexts}, PASSAGE: {c.id: [""] for c in contexts}}
+            for name, version, path in policies(cfg.eval):
+                parts.use_sampler_policy(version, path)
+                tracker.phase(0, f"sampling self-edits: {name}", 1)
+                sampled = parts.sample([task.prompt(c) for c in contexts], cfg.eval.samples, cfg.eval.temperature, cfg.seed)
+                edits[name] = dict(zip([c.id for c in contexts], sampled))
+            if cfg.eval.self_edits_file is not None:
+                edits[f"file: {Path(cfg.eval.self_edits_file).stem}"] = file_self_edits(
+                    cfg.eval.self_edits_file, contexts, cfg.eval.samples)
+            jobs = eval_jobs(task, contexts, edits, cfg.eval.seeds)
+            records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), 0)
+        finally:
+            parts.shutdown()
+            tracker.close()
+    rows = summarize(records, list(edits))
+    (out.root / "eval.json").write_text(json.dumps({"rows": rows, "contexts": len(contexts)}, indent=2))
+    bar_chart(rows, out.root / "eval.png")
+    if cfg.eval.run is not None:
+        rl_curve(RunDir(cfg.eval.run).summary(), out.root / "rl_curve.png")
+    tracker.print_eval(rows, str(out.root))
+    return rows
+
+
+def policies(cfg) -> list[tuple[str, int, str | None]]:
+    """(name, version, adapter) of each policy whose self-edits are compared: the base model (round 0) and
+    the trained policy, if one is given."""
+    found = [("round-0 self-edits", 0, None)]
+    if cfg.run is not None:
+        checkpoint = RunDir(cfg.run).checkpoint()
+        if checkpoint is None:
+            raise FileNotFoundError(f"eval.run={cfg.run}: no checkpoint.json (not a seal-dist run directory?)")
+        if checkpoint["policy_path"] is not None:
+            found.append((f"policy v{checkpoint['policy_version']} self-edits", checkpoint["policy_version"],
+                          checkpoint["policy_path"]))
+    if cfg.policy is not None:
+        found.append((f"policy {Path(cfg.policy).name} self-edits", ADAPTER_ID, cfg.policy))
+    return found
+
+
+def file_self_edits(path: str, contexts: list[Context], samples: int) -> dict[str, list[str]]:
+    """The first `samples` completions of each context in a SEAL-schema file, matched by title and passage."""
+    records = json.loads(Path(path).read_text())
+    by_passage = {(r["title"], r["context"]): r.get("completions", []) for r in records}
+    found = {}
+    for ctx in contexts:
+        completions = by_passage.get((ctx.title, ctx.text))
+        if not completions:
+            raise ValueError(f"{path}: no completions for the held-out passage '{ctx.title}' ({ctx.id})")
+        found[ctx.id] = completions[:samples]
+    load_file(path)  # the file's questions must be well-formed too
+    return found
+
+
+def eval_jobs(task: KnowledgeTask, contexts: list[Context], edits: dict, seeds: list[int]) -> list[tuple]:
+    jobs = []
+    for condition, per_context in edits.items():
+        for ctx in contexts:
+            for k, edit in enumerate(per_context[ctx.id]):
+                for seed in seeds[:1] if edit is None else seeds:  # no update: greedy, the same every time
+                    job_id = f"{condition}|{ctx.id}|s{k}|seed{seed}"
+                    meta = {"round": 0, "split": "heldout", "condition": condition, "context_id": ctx.id,
+                            "sample": k, "repeat": seed, "policy_version": 0, "self_edit": edit,
+                            "questions": len(ctx.questions)}
+                    jobs.append((task.make_job(job_id, ctx, edit, 0, seed), meta))
+    return jobs
+
+
+def summarize(records: list[dict], conditions: list[str]) -> list[dict]:
+    """One row per condition: mean accuracy over its updates, the spread (standard deviation) of the
+    per-seed means, the number of updates and of questions."""
+    rows = []
+    for condition in conditions:
+        recs = [r for r in records if r["condition"] == condition]
+        per_seed = defaultdict(list)
+        for r in recs:
+            per_seed[r["repeat"]].append(r["reward"])
+        questions = {r["context_id"]: r["questions"] for r in recs}
+        rows.append({"update": condition, "accuracy": mean(r["reward"] for r in recs),
+                     "spread": pstdev([mean(v) for v in per_seed.values()]),
+                     "updates": len(recs), "questions": sum(questions.values())})
+    return rows
+
+
+def bar_chart(rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(range(len(rows)), [r["accuracy"] for r in rows], yerr=[r["spread"] for r in rows], capsize=4)
+    ax.set_xticks(range(len(rows)), [r["update"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("no-context accuracy after the update")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def rl_curve(summary: dict, path: Path) -> None:
+    points = [(r["round"], r["heldout_accuracy"]) for r in summary["rounds"]]
+    if "final" in summary:
+        points.append((summary["final"]["policy_version"], summary["final"]["heldout_accuracy"]))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.set_xlabel("policy version (ReST-EM round)")
+    ax.set_ylabel("held-out accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    config.validate(cfg)
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
