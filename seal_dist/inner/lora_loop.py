@@ -9,7 +9,7 @@ import torch
 
 from seal_dist.config import InnerConfig
 from seal_dist.inner.job import InnerJob, InnerResult
-from seal_dist.models import load_model, load_tokenizer
+from seal_dist.models import load_model, load_tokenizer, lora_config
 from seal_dist.training import Example, generate, mean_loss, train_epochs
 
 INNER, POLICY = "inner", "policy"
@@ -19,11 +19,7 @@ class InnerLoop:
     def __init__(self, model_path: str, dtype: str, device: str, cfg: InnerConfig, max_answer_tokens: int, worker: int):
         self.cfg, self.max_answer_tokens, self.worker = cfg, max_answer_tokens, worker
         self.tokenizer = load_tokenizer(model_path)
-        lora = peft.LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM",
-        )
-        self.model = peft.get_peft_model(load_model(model_path, dtype, device), lora, adapter_name=INNER)
+        self.model = peft.get_peft_model(load_model(model_path, dtype, device), lora_config(cfg.lora), adapter_name=INNER)
         self.policy_version = 0  # version 0 is the base model itself
 
     def set_policy(self, version: int, adapter_path: str | None) -> None:

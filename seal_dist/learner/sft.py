@@ -8,7 +8,7 @@ import peft
 import torch
 
 from seal_dist.config import LearnerConfig
-from seal_dist.models import load_model, load_tokenizer
+from seal_dist.models import load_model, load_tokenizer, lora_config
 from seal_dist.training import Example, train_epochs
 
 
@@ -18,11 +18,7 @@ class PolicyTrainer:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.tokenizer = load_tokenizer(model_path)
-        lora = peft.LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM",
-        )
-        self.model = peft.get_peft_model(load_model(model_path, dtype, device), lora)
+        self.model = peft.get_peft_model(load_model(model_path, dtype, device), lora_config(cfg.lora))
 
     @staticmethod
     def adapter_path(out_dir: str, version: int) -> str:

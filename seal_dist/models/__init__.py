@@ -5,7 +5,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from seal_dist.config import ModelConfig, TaskConfig
+import peft
+
+from seal_dist.config import LoraConfig, ModelConfig, TaskConfig
 from seal_dist.models import tiny
 
 
@@ -24,6 +26,11 @@ def load_tokenizer(path: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def lora_config(cfg: LoraConfig) -> peft.LoraConfig:
+    return peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                           target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
 
 
 def load_model(path: str, dtype: str, device: str) -> PreTrainedModel:
