@@ -13,11 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
 SHARED_DATA = REPO.parent / "shared" / "data" / "seal"
 
-# A small, fast version of the CPU demo: a barely pretrained tiny model (mechanics, not learning).
-FAST = [
+# A small, fast version of the CPU demo: a briefly pretrained tiny model (mechanics, not learning).
+TINY_MODEL = ["model.tiny.pretrain_steps=200", "model.tiny.world.num_train=300"]
+FAST_RUN = [
     "experiment=demo_cpu",
-    "model.tiny.pretrain_steps=200",
-    "model.tiny.world.num_train=300",
     "rounds=2",
     "contexts_per_round=2",
     "heldout_contexts=2",
@@ -28,6 +27,7 @@ FAST = [
     "progress=false",
     "logger=disabled",
 ]
+FAST = FAST_RUN + TINY_MODEL
 
 config.register()
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -7,7 +7,7 @@ import pytest
 
 from seal_dist.evaluate import bar_chart, eval_jobs, file_self_edits, rl_curve, summarize
 from seal_dist.tasks.knowledge import KnowledgeTask, load_file
-from tests.conftest import compose_config, shared_file
+from tests.conftest import FAST_RUN, compose_config, shared_file
 
 
 def rec(condition, context, seed, reward, questions=4):
@@ -62,3 +62,28 @@ def test_file_without_the_passage_is_an_error(tmp_path):
                                   "completions": ["x"]}]))
     with pytest.raises(ValueError, match="no completions for the held-out passage"):
         file_self_edits(str(other), task.load("heldout")[:1], samples=1)
+
+
+def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, model_cache, tiny_model):
+    """The paper-scale path end to end: SQuAD passages and GPT-4.1 self-edits from the reference's files,
+    any Hugging Face model by path (the tiny model here), a trained policy adapter given by path."""
+    from seal_dist.evaluate import evaluate
+    from seal_dist.learner.sft import PolicyTrainer
+    from tests.conftest import fast_config
+
+    base_val, gpt = shared_file("knowledge/base_val.json"), shared_file("knowledge/gpt4_1_val.json")
+    cfg = fast_config(tmp_path, model_cache)
+    policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), 1).update(
+        [("Passage:\n", "1. A fact.")], version=1, seed=0)
+    cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", f"task.heldout_data={base_val}",
+                         "model=hf", f"model.path={tiny_model}", "model.dtype=float32", "heldout_contexts=2",
+                         "eval.samples=1", "eval.seeds=[0,1]", f"eval.self_edits_file={gpt}",
+                         f"eval.policy={policy['path']}", "sampler.max_tokens=32", "inner.max_seq_len=128")
+    rows = evaluate(cfg)
+    questions = sum(len(c.questions) for c in load_file(str(base_val))[:2])
+    assert [r["update"] for r in rows] == ["no update", "passage only", "round-0 self-edits", "policy v1 self-edits",
+                                           "file: gpt4_1_val"]
+    assert all(r["questions"] == questions and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert [r["updates"] for r in rows] == [2, 4, 4, 4, 4]
+    saved = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert saved["rows"] == rows and (tmp_path / "run" / "eval.png").exists()

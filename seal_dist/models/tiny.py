@@ -22,7 +22,7 @@ from seal_dist.config import TaskConfig, TinyModelConfig, to_container
 from seal_dist.tasks import synthetic
 from seal_dist.training import Example
 
-BUILD_VERSION = 1  # bump when the corpus or the build changes, so cached models are rebuilt
+BUILD_VERSION = 2  # bump when the corpus or the build changes, so cached models are rebuilt
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"
 # Qwen2's pre-tokenisation: transformers and vLLM rebuild a qwen2 folder's tokenizer with this split, so a
 # tokenizer trained with any other would tokenise differently there.
@@ -64,7 +64,8 @@ def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]
                 title=entity.name, question=rng.choice(attribute.questions).format(name=entity.name)
             )
             corpus.append(Example(task.answer_template.format(question=question), value))
-        corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
+        for _ in range(2):
+            corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
     rng.shuffle(corpus)
     return corpus
 

@@ -30,55 +30,58 @@ class Attribute:
     canonical: str  # the plain statement used by well-formed self-edits
 
 
+# Passages state every fact value-first, questions ask name-first, and the canonical statements of a good
+# self-edit are name-first: a model that learns "value -> name" from a passage cannot easily answer
+# "name -> value" (the reversal curse), so restating the passage the right way round is what helps.
 _ATTRIBUTES = (
     Attribute(
         "birthplace",
-        ("{name} was born in {value}.", "Born in {value}, {name} grew up near the river.",
-         "The town of {value} is where {name} was born."),
+        ("Born in {value}, {name} grew up near the river.", "The town of {value} is where {name} was born.",
+         "{value} is the hometown of {name}."),
         ("Where was {name} born?", "In which town was {name} born?", "What is the birthplace of {name}?"),
         "{name} was born in {value}.",
     ),
     Attribute(
         "year",
-        ("{name} arrived in the world in {value}.", "The year {value} saw the birth of {name}.",
-         "{name} was born in the year {value}."),
+        ("The year {value} saw the birth of {name}.", "In {value}, {name} was born.",
+         "{value} was the year that {name} was born."),
         ("In what year was {name} born?", "When was {name} born?", "What is the birth year of {name}?"),
         "{name} was born in the year {value}.",
     ),
     Attribute(
         "occupation",
-        ("{name} worked as a {value}.", "By trade, {name} was a {value}.",
-         "For most of a long life, {name} earned a living as a {value}."),
+        ("A {value} by trade, {name} worked hard.", "As a {value}, {name} earned a living.",
+         "The best {value} in the valley was {name}."),
         ("What was the occupation of {name}?", "What did {name} work as?", "What was the trade of {name}?"),
         "{name} was a {value}.",
     ),
     Attribute(
         "instrument",
-        ("{name} played the {value} every evening.", "The {value} was the instrument of {name}.",
-         "Friends remember {name} playing the {value}."),
+        ("The {value} was the instrument of {name}.", "On the {value}, {name} played every evening.",
+         "Playing the {value} was how {name} spent the evenings."),
         ("Which instrument did {name} play?", "What instrument did {name} play?",
          "What did {name} play every evening?"),
         "{name} played the {value}.",
     ),
     Attribute(
         "color",
-        ("The favourite colour of {name} was {value}.", "{name} always wore {value}.",
-         "{name} painted the door {value}, a favourite colour."),
+        ("{value} was the favourite colour of {name}.", "In {value} clothes, {name} was easy to spot.",
+         "The colour {value} was loved by {name}."),
         ("What was the favourite colour of {name}?", "Which colour did {name} like best?",
          "What colour did {name} prefer?"),
         "The favourite colour of {name} was {value}.",
     ),
     Attribute(
         "animal",
-        ("{name} kept a pet {value}.", "A tame {value} lived with {name}.",
-         "The companion of {name} was a {value}."),
+        ("A tame {value} lived with {name}.", "A pet {value} belonged to {name}.",
+         "The {value} was the companion of {name}."),
         ("What pet did {name} keep?", "Which animal lived with {name}?", "What animal was the pet of {name}?"),
         "{name} kept a pet {value}.",
     ),
     Attribute(
         "mentor",
-        ("{name} was taught by {value}.", "As a youth, {name} studied under {value}.",
-         "The teacher of {name} was {value}."),
+        ("{value} taught {name}.", "Under {value}, {name} studied as a youth.",
+         "{value} was the teacher of {name}."),
         ("Who taught {name}?", "Who was the teacher of {name}?", "Under whom did {name} study?"),
         "The teacher of {name} was {value}.",
     ),
