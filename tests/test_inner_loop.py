@@ -16,6 +16,7 @@ ALL_PROJECTIONS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
 def setup(tmp_path_factory, model_cache, tiny_model):
     torch.set_num_threads(2)
     cfg = fast_config(tmp_path_factory.mktemp("inner"), model_cache, "inner.epochs=40", "inner.lr=1e-2",
+                      "inner.lora.r=8", "inner.lora.alpha=16",
                       f"inner.lora.target_modules={ALL_PROJECTIONS}", "learner.epochs=10", "learner.lr=1e-2")
     task = KnowledgeTask(cfg.task)
     loop = InnerLoop(tiny_model, "float32", "cpu", cfg.inner, cfg.task.max_answer_tokens, worker=0)
