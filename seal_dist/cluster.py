@@ -40,8 +40,9 @@ class Components:
         self.learner = None if policy_dir is None else ray.remote(PolicyTrainer).options(
             num_gpus=cfg.learner.num_gpus, num_cpus=1
         ).remote(model_path, dtype, cfg.learner, policy_dir, threads)
-        self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads,
-                              str(Path(cfg.run_dir).resolve() / "ray_train"), max_failures=cfg.inner.max_failures)
+        storage = cfg.resources.train_storage or str(Path(cfg.run_dir).resolve() / "ray_train")
+        self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads, storage,
+                              max_failures=cfg.inner.max_failures)
         self.adapter: tuple[int, str] | None = None
 
     @staticmethod

@@ -140,6 +140,7 @@ class ResourcesConfig:
     num_cpus: Optional[int] = MISSING  # local cluster only
     num_gpus: Optional[int] = MISSING  # local cluster only; logical GPUs are allowed
     torch_threads: int = MISSING  # per actor / worker
+    train_storage: Optional[str] = MISSING  # Ray Train's storage (shared on multi-node clusters); null: the run dir
 
 
 @dataclass
