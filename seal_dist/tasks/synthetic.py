@@ -30,9 +30,10 @@ class Attribute:
     canonical: str  # the plain statement used by well-formed self-edits
 
 
-# Passages state every fact value-first, questions ask name-first, and the canonical statements of a good
-# self-edit are name-first: a model that learns "value -> name" from a passage cannot easily answer
-# "name -> value" (the reversal curse), so restating the passage the right way round is what helps.
+# Passages state every fact value-first, while questions and the canonical statements of a good self-edit
+# are name-first, so that restating the passage the way it is asked can matter (the reversal curse). In the
+# tiny demo model, passage-only training still learns short answers (years) well: the gap this was meant to
+# open is small so far.
 _ATTRIBUTES = (
     Attribute(
         "birthplace",
