@@ -23,7 +23,7 @@ from seal_dist.cluster import Components, ray_cluster
 from seal_dist.config import to_container
 from seal_dist.loop import run_jobs
 from seal_dist.rundir import RunDir
-from seal_dist.tasks.knowledge import Context, KnowledgeTask, load_file
+from seal_dist.tasks.knowledge import Context, KnowledgeTask, parse_records
 from seal_dist.tracking import Tracker
 from seal_dist.train import CONF_DIR
 
@@ -87,6 +87,7 @@ def policies(cfg) -> list[tuple[str, int, str | None]]:
 def file_self_edits(path: str, contexts: list[Context], samples: int) -> dict[str, list[str]]:
     """The first `samples` completions of each context in a SEAL-schema file, matched by title and passage."""
     records = json.loads(Path(path).read_text())
+    parse_records(records, path)  # the file must follow the SEAL schema, questions included
     by_passage = {(r["title"], r["context"]): r.get("completions", []) for r in records}
     found = {}
     for ctx in contexts:
@@ -94,7 +95,6 @@ def file_self_edits(path: str, contexts: list[Context], samples: int) -> dict[st
         if not completions:
             raise ValueError(f"{path}: no completions for the held-out passage '{ctx.title}' ({ctx.id})")
         found[ctx.id] = completions[:samples]
-    load_file(path)  # the file's questions must be well-formed too
     return found
 
 

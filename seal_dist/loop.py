@@ -40,8 +40,10 @@ def train(cfg: DictConfig) -> dict:
             for r in range(state["round"] + 1, cfg.rounds + 1):
                 final, version, timing = r == cfg.rounds, state["policy_version"], Timer()
                 contexts = [] if final else contexts_for_round(train_contexts, cfg.contexts_per_round, cfg.seed, r)
-                samples = run.load_samples(r) or sample_round(parts, task, contexts, heldout, cfg, r, tracker)
-                run.save_samples(r, samples)
+                samples = run.load_samples(r)  # a resumed round keeps the self-edits it already scored
+                if samples is None:
+                    samples = sample_round(parts, task, contexts, heldout, cfg, r, tracker)
+                    run.save_samples(r, samples)
                 timing.lap("sample")
                 jobs = round_jobs(task, contexts, heldout, samples, r, version, cfg)
                 records += run_jobs(parts, task, by_id, run, tracker, jobs, records, r)

@@ -35,10 +35,9 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: tor
     return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
-def batches(encoded: list, batch_size: int, rng: random.Random | None) -> list[list]:
+def batches(encoded: list, batch_size: int, rng: random.Random) -> list[list]:
     order = list(range(len(encoded)))
-    if rng is not None:
-        rng.shuffle(order)
+    rng.shuffle(order)
     return [[encoded[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
 
 
