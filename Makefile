@@ -19,8 +19,11 @@ $(VENV)/.installed: requirements/cpu.lock pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The demonstration: train the demo policy, then compare updates on held-out passages (prints the table).
+DEMO_RUN := runs/demo-$(shell date +%Y-%m-%d_%H-%M-%S)
 demo: venv
-	$(VENV)/bin/seal-dist train experiment=demo_cpu
+	$(VENV)/bin/seal-dist train experiment=demo_cpu hydra.run.dir=$(DEMO_RUN)
+	$(VENV)/bin/seal-dist eval experiment=demo_cpu eval.run=$(DEMO_RUN) hydra.run.dir=$(DEMO_RUN)/eval
 
 test: venv
 	$(PY) -m pytest -q

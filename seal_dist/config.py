@@ -69,6 +69,7 @@ class TinyModelConfig:
     intermediate_size: int = MISSING
     max_position: int = MISSING
     world: WorldConfig = field(default_factory=WorldConfig)  # pretraining entities, disjoint from the task's
+    readers: int = MISSING  # further people seen only as a passage and a self-edit: they teach reading
     pretrain_steps: int = MISSING
     pretrain_batch_size: int = MISSING
     pretrain_seq_len: int = MISSING

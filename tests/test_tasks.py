@@ -1,6 +1,7 @@
 """The knowledge task, grading and the synthetic world: pure functions, no model."""
 
 import json
+import re
 
 import pytest
 
@@ -41,7 +42,8 @@ def test_training_texts_and_eval_prompts(task):
     assert texts == (f"{ctx.title}\n1. x", f"{ctx.title}\n2. y", f"{ctx.title}\n{ctx.text}")
     prompts = task.eval_prompts(ctx)
     assert len(prompts) == len(ctx.questions)
-    assert ctx.text not in prompts[0] and f"Topic: {ctx.title}\n{ctx.questions[0].question}" in prompts[0]
+    # no passage in the prompt; the synthetic task asks sentences to complete under the title
+    assert ctx.text not in prompts[0] and prompts[0] == f"{ctx.title}\n{ctx.questions[0].question}"
     assert task.prompt(ctx).endswith("Implications:\n") and ctx.text in task.prompt(ctx)
 
 
@@ -61,10 +63,30 @@ def test_synthetic_world_is_seeded_with_disjoint_splits():
     train, held = {r["title"] for r in a["train"]}, {r["title"] for r in a["heldout"]}
     assert len(train) == 20 and len(held) == 10 and not train & held
     for rec in a["train"]:
-        assert len(rec["questions"]) == 4
-        # every answer is stated in the passage, and questions never contain it
-        for q in rec["questions"]:
-            assert q["answer"] in rec["context"] and q["answer"] not in q["question"]
+        assert len(rec["questions"]) == 8
+        stated, implied = rec["questions"][0::2], rec["questions"][1::2]
+        # stated answers are in the passage, implied ones are not, and no question contains its answer
+        assert all(re.search(rf"\b{q['answer']}\b", rec["context"]) for q in stated)
+        assert not any(re.search(rf"\b{q['answer']}\b", rec["context"]) for q in implied)
+        assert not any(q["answer"] in q["question"] for q in rec["questions"])
+
+
+def test_task_people_are_new_to_the_pretrained_model():
+    pretraining = {e.name for e in synthetic.make_entities(0, 1000, 4, synthetic.PRETRAINING)}
+    task = {e.name for e in synthetic.make_entities(0, 1000, 4, synthetic.TASK)}
+    assert len(pretraining) == len(task) == 1000 and not pretraining & task
+    with pytest.raises(ValueError, match="names per population"):
+        synthetic.make_entities(0, 5000, 4, synthetic.TASK)
+    assert len(synthetic.make_entities(0, 5000, 4, synthetic.TASK, distinct=False)) == 5000
+
+
+def test_implications_follow_the_general_knowledge():
+    entity = synthetic.make_entities(5, 1, 5, synthetic.TASK)[0]
+    knowledge = set(synthetic.general_knowledge())
+    for (attribute, value), line in zip(entity.facts, synthetic.implied_facts(entity), strict=True):
+        implied = synthetic.implied(attribute, value)
+        assert implied in line and attribute.general.format(value=value, implied=implied) in knowledge
+    assert synthetic.century("1701") == "18th century" and synthetic.century("1999") == "20th century"
 
 
 @pytest.mark.parametrize("name", ["squad_val.json", "iter0_train.json", "base_val.json", "gpt4_1_val.json",

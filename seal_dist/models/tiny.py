@@ -1,10 +1,10 @@
 """The project's own tiny Qwen2 model: a byte-level BPE tokenizer and a small decoder, pretrained on a
 synthetic world whose entities are disjoint from the task's, then cached in Hugging Face format.
 
-The pretraining corpus teaches the formats the SEAL loop uses: passages, title-prefixed fact sentences,
-question answering in the task's answer template, and self-edits for the task's prompt written in styles of
-mixed usefulness (complete fact lists, partial lists, copied sentences, vague remarks), so that a policy
-trained by the outer loop has something to select among.
+The pretraining corpus teaches the world's general knowledge and the formats the SEAL loop uses: passages,
+title-prefixed fact sentences (the form in which the synthetic task asks), and self-edits for the
+task's prompt written in styles of mixed usefulness (all implications, part of them, the stated facts only,
+copied sentences, vague remarks), so that a policy trained by the outer loop has something to select among.
 """
 
 import hashlib
@@ -22,7 +22,7 @@ from seal_dist.config import TaskConfig, TinyModelConfig, to_container
 from seal_dist.tasks import synthetic
 from seal_dist.training import Example
 
-BUILD_VERSION = 2  # bump when the corpus or the build changes, so cached models are rebuilt
+BUILD_VERSION = 6  # bump when the corpus or the build changes, so cached models are rebuilt
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"
 # Qwen2's pre-tokenisation: transformers and vLLM rebuild a qwen2 folder's tokenizer with this split, so a
 # tokenizer trained with any other would tokenise differently there.
@@ -31,17 +31,27 @@ QWEN2_SPLIT = (
 )
 
 
+# The styles of the self-edits in the pretraining corpus, with their weights: what the base policy (round 0)
+# samples from. Only "implications" writes out every implied fact; RL has to find and reinforce it.
+SELF_EDIT_STYLES = {"implications": 1, "partial": 1, "facts": 1, "copy": 1, "vague": 1}
+
+
 def _numbered(lines: list[str]) -> str:
     return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
 
 
 def _self_edit(entity: synthetic.Entity, text: str, rng: random.Random) -> str:
-    facts = synthetic.canonical_facts(entity)
-    style = rng.choice(("complete", "partial", "copy", "vague"))
-    if style == "complete":
-        return _numbered(rng.sample(facts, len(facts)))
+    """A self-edit in a random style. Lines follow the passage's order (each implication after its fact),
+    which keeps reading simple enough for a tiny model."""
+    stated, implied = synthetic.stated_facts(entity), synthetic.implied_facts(entity)
+    both = [line for pair in zip(stated, implied) for line in pair]
+    style = rng.choices(list(SELF_EDIT_STYLES), weights=list(SELF_EDIT_STYLES.values()))[0]
+    if style == "implications":
+        return _numbered(both)
     if style == "partial":
-        return _numbered(rng.sample(facts, max(1, len(facts) // 3)))
+        return _numbered([line for line in both if rng.random() < 0.5] or both[:1])
+    if style == "facts":
+        return _numbered(stated)
     if style == "copy":
         return _numbered([s.strip() + "." for s in text.split(".") if s.strip()])
     remarks = [f"The passage is about {entity.name}.", f"{entity.name} is a person.",
@@ -50,22 +60,25 @@ def _self_edit(entity: synthetic.Entity, text: str, rng: random.Random) -> str:
 
 
 def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]:
+    """The world's general knowledge; passages and stated and implied fact sentences about the pretraining
+    people (recall); and for further people, never seen elsewhere, a passage under the
+    task's prompt followed by a self-edit in one of the styles above (reading: the facts must be taken from
+    the context, since they cannot be recalled)."""
     w = spec.world
-    entities = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage)
+    people = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage, synthetic.PRETRAINING)
+    readers = synthetic.make_entities(w.seed + 1, spec.readers, w.facts_per_passage, synthetic.PRETRAINING,
+                                      distinct=False)  # fresh facts each time: nothing to recall
     rng = random.Random(spec.seed)
     corpus = []
-    for entity in entities:
+    for entity in people:
+        corpus += [Example("", f"{entity.name}\n{synthetic.passage(entity, rng)}") for _ in range(2)]
+        facts = synthetic.stated_facts(entity) + synthetic.implied_facts(entity)
+        corpus += [Example("", f"{entity.name}\n{fact}") for fact in facts]  # recall, in the questions' form
+    for entity in readers:
         text = synthetic.passage(entity, rng)
-        corpus.append(Example("", f"{entity.name}\n{text}"))
-        corpus.append(Example("", f"{entity.name}\n{synthetic.passage(entity, rng)}"))
-        corpus += [Example("", f"{entity.name}\n{fact}") for fact in synthetic.canonical_facts(entity)]
-        for attribute, value in entity.facts:
-            question = task.question_template.format(
-                title=entity.name, question=rng.choice(attribute.questions).format(name=entity.name)
-            )
-            corpus.append(Example(task.answer_template.format(question=question), value))
-        for _ in range(2):
-            corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
+        corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
+    general = synthetic.general_knowledge()
+    corpus += [Example("", sentence) for sentence in general * (w.num_train // len(general))]
     rng.shuffle(corpus)
     return corpus
 

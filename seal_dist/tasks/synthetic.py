@@ -1,161 +1,197 @@
-"""A seeded synthetic knowledge world: invented people, their facts, passages and questions.
+"""A seeded synthetic knowledge world: people, the facts a passage states about them, and the facts those
+imply through general knowledge (a city's country, a year's century, a trade's workplace, ...).
 
-Records follow the SEAL reference schema ({"title", "context", "questions": [{"question", "answer"}]}) so the
-knowledge task treats them exactly like SQuAD. Names are built from syllables, so entities of different seeds
-are new to a model that was pretrained on others, while their tokens are not.
+Each context asks for both kinds, as sentences to complete. Fine-tuning on the passage alone teaches the stated facts; an implied fact
+needs a second, general-knowledge hop that a small model does not take from newly trained facts. A self-edit
+can take that hop in context by writing the implication out, which is what SEAL's prompt asks for, so how
+much a self-edit helps depends on what the policy writes.
+
+Records follow the SEAL reference schema ({"title", "context", "questions": [{"question", "answer"}]}), so
+the knowledge task treats them exactly like SQuAD. Names combine a first and a last name from fixed lists
+(single tokens, which a small model copies reliably); the combinations are split into two disjoint
+populations, one for the tiny model's pretraining and one for task worlds, so every task person is new to
+the model while the words of their name are not.
 """
 
 import random
 from dataclasses import dataclass
 
-_SYLLABLES = (
-    "ka ri to mel van dor el sa bin tor ash qu ny lo fen gar is ul mo pra zel den wy tha cor"
-    " lin ves ro an bel dra kir on mur sel ta vi nor hal ym ce jo rak"
+FIRST_NAMES = (
+    "Anna Bruno Clara Dario Elena Felix Greta Hugo Ines Jonas Karla Leon Mira Nils Olga Pavel Rosa Simon Tilda"
+    " Viktor Wanda Yusuf Zara Adam Bella Cyril Dora Emil Flora Georg Hana Ivan Julia Kasper Lena Marek Nora"
+    " Oskar Petra Rafael Sofia Tomas Ursula Vera Walter Xenia Yara Zeno"
 ).split()
-_OCCUPATIONS = (
-    "baker carpenter astronomer weaver sailor painter glassmaker cartographer potter blacksmith"
-    " surgeon botanist architect jeweler librarian tailor mason brewer violinist engineer"
-    " chemist judge merchant poet sculptor miner farmer physician teacher shipwright"
+LAST_NAMES = (
+    "Abbott Berger Castell Dalton Ekberg Fischer Garnier Holm Ivers Jansen Keller Lindqvist Moreau Novak Ortega"
+    " Petrov Quinn Rossi Sandoval Tanaka Ulrich Varga Weber Xavier Young Zeller Alvarez Brandt Costa Duval"
+    " Engel Falk Gruber Hartmann Iverson Jovanovic Kovacs Larsen Meyer Nakamura Olsen Pereira Ramos Schulz"
+    " Torres Vidal Wagner Yilmaz"
 ).split()
-_INSTRUMENTS = "flute harp cello drum lute trumpet violin organ banjo oboe zither piano".split()
-_COLORS = "red blue green amber violet silver golden crimson teal ivory black orange".split()
-_ANIMALS = "owl fox heron otter falcon badger lynx raven tortoise hare stag wolf".split()
+PRETRAINING, TASK = 0, 1  # the two disjoint populations of names
 
 
 @dataclass(frozen=True)
 class Attribute:
+    """A stated fact and the fact it implies through a general-knowledge map."""
+
     key: str
+    implies: dict[str, str]  # stated value -> implied value (years are mapped by `century`)
     statements: tuple[str, ...]  # ways a passage states the fact; fields {name}, {value}
-    questions: tuple[str, ...]  # ways to ask for it; field {name}
-    canonical: str  # the plain statement used by well-formed self-edits
+    canonical: str  # the fact as a sentence ending in its value; its beginning is the question
+    implied_canonical: str  # the same for the implied fact
+    general: str  # the general knowledge linking the two; fields {value}, {implied}
 
 
-# Passages state every fact value-first, while questions and the canonical statements of a good self-edit
-# are name-first, so that restating the passage the way it is asked can matter (the reversal curse). In the
-# tiny demo model, passage-only training still learns short answers (years) well: the gap this was meant to
-# open is small so far.
-_ATTRIBUTES = (
+def century(year: str) -> str:
+    n = (int(year) - 1) // 100 + 1
+    return f"{n}th century"
+
+
+_CITIES = {
+    "France": "Paris Lyon Marseille", "Italy": "Rome Milan Naples", "Spain": "Madrid Seville Valencia",
+    "Germany": "Berlin Hamburg Munich", "Japan": "Tokyo Osaka Kyoto", "Canada": "Toronto Montreal Vancouver",
+    "Egypt": "Cairo Alexandria Luxor", "Brazil": "Recife Salvador Curitiba",
+}
+_TRADES = {
+    "baker": "bakery", "brewer": "brewery", "astronomer": "observatory", "sailor": "harbour",
+    "surgeon": "hospital", "librarian": "library", "teacher": "school", "miner": "mine", "farmer": "farm",
+    "judge": "courthouse", "chemist": "laboratory", "blacksmith": "forge", "monk": "monastery",
+    "actor": "theatre", "banker": "bank", "gardener": "park",
+}
+_INSTRUMENTS = {
+    "string": "violin cello harp", "wind": "flute oboe trumpet", "percussion": "drum xylophone tambourine",
+    "keyboard": "piano organ harpsichord",
+}
+_PETS = {"bird": "owl parrot falcon", "mammal": "fox otter hare", "reptile": "tortoise lizard gecko",
+         "fish": "goldfish carp trout"}
+
+
+def _inverse(groups: dict[str, str]) -> dict[str, str]:
+    return {member: group for group, members in groups.items() for member in members.split()}
+
+
+# A question is a canonical sentence cut before its value (a cloze): the tiny model recalls a fact in the
+# form it was trained on and hardly from a paraphrase, so a self-edit helps when it writes facts, stated or
+# implied, as such sentences. Passages state each fact in one of several phrasings.
+ATTRIBUTES = (
     Attribute(
-        "birthplace",
-        ("Born in {value}, {name} grew up near the river.", "The town of {value} is where {name} was born.",
+        "birthplace", _inverse(_CITIES),
+        ("{name} was born in the city of {value}.", "The city of {value} is where {name} was born.",
          "{value} is the hometown of {name}."),
-        ("Where was {name} born?", "In which town was {name} born?", "What is the birthplace of {name}?"),
-        "{name} was born in {value}.",
+        "{name} was born in the city of {value}.",
+        "{name} comes from the country of {value}.",
+        "{value} is a city in {implied}.",
     ),
     Attribute(
-        "year",
-        ("The year {value} saw the birth of {name}.", "In {value}, {name} was born.",
-         "{value} was the year that {name} was born."),
-        ("In what year was {name} born?", "When was {name} born?", "What is the birth year of {name}?"),
+        "year", {},
+        ("{name} was born in the year {value}.", "The year {value} saw the birth of {name}.",
+         "In {value}, {name} was born."),
         "{name} was born in the year {value}.",
+        "{name} lived in the {value}.",
+        "The year {value} is in the {implied}.",
     ),
     Attribute(
-        "occupation",
-        ("A {value} by trade, {name} worked hard.", "As a {value}, {name} earned a living.",
-         "The best {value} in the valley was {name}."),
-        ("What was the occupation of {name}?", "What did {name} work as?", "What was the trade of {name}?"),
-        "{name} was a {value}.",
+        "trade", _TRADES,
+        ("The trade of {name} was {value}.", "A {value} by trade, {name} worked hard.",
+         "As a {value}, {name} earned a living."),
+        "The trade of {name} was {value}.",
+        "The workplace of {name} was the {value}.",
+        "A {value} works at a {implied}.",
     ),
     Attribute(
-        "instrument",
-        ("The {value} was the instrument of {name}.", "On the {value}, {name} played every evening.",
-         "Playing the {value} was how {name} spent the evenings."),
-        ("Which instrument did {name} play?", "What instrument did {name} play?",
-         "What did {name} play every evening?"),
+        "instrument", _inverse(_INSTRUMENTS),
+        ("{name} played the {value}.", "On the {value}, {name} played every evening.",
+         "The {value} was the instrument of {name}."),
         "{name} played the {value}.",
+        "The instrument family of {name} was {value}.",
+        "The {value} is a {implied} instrument.",
     ),
     Attribute(
-        "color",
-        ("{value} was the favourite colour of {name}.", "In {value} clothes, {name} was easy to spot.",
-         "The colour {value} was loved by {name}."),
-        ("What was the favourite colour of {name}?", "Which colour did {name} like best?",
-         "What colour did {name} prefer?"),
-        "The favourite colour of {name} was {value}.",
-    ),
-    Attribute(
-        "animal",
-        ("A tame {value} lived with {name}.", "A pet {value} belonged to {name}.",
+        "pet", _inverse(_PETS),
+        ("{name} kept a pet {value}.", "A tame {value} lived with {name}.",
          "The {value} was the companion of {name}."),
-        ("What pet did {name} keep?", "Which animal lived with {name}?", "What animal was the pet of {name}?"),
         "{name} kept a pet {value}.",
-    ),
-    Attribute(
-        "mentor",
-        ("{value} taught {name}.", "Under {value}, {name} studied as a youth.",
-         "{value} was the teacher of {name}."),
-        ("Who taught {name}?", "Who was the teacher of {name}?", "Under whom did {name} study?"),
-        "The teacher of {name} was {value}.",
+        "The pet of {name} was a {value}.",
+        "The {value} is a {implied}.",
     ),
 )
 
 
-def _word(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(_SYLLABLES) for _ in range(syllables)).capitalize()
+def implied(attribute: Attribute, value: str) -> str:
+    return century(value) if attribute.key == "year" else attribute.implies[value]
 
 
-def _value(rng: random.Random, key: str) -> str:
-    if key == "birthplace":
-        return _word(rng, 3)
-    if key == "year":
-        return str(rng.randint(1650, 1950))
-    if key == "occupation":
-        return rng.choice(_OCCUPATIONS)
-    if key == "instrument":
-        return rng.choice(_INSTRUMENTS)
-    if key == "color":
-        return rng.choice(_COLORS)
-    if key == "animal":
-        return rng.choice(_ANIMALS)
-    if key == "mentor":
-        return f"{_word(rng, 2)} {_word(rng, 2)}"
-    raise KeyError(key)
+def _values(attribute: Attribute) -> list[str]:
+    if attribute.key == "year":
+        return [str(y) for y in range(1601, 2000) if y % 100]  # no century boundaries
+    return sorted(attribute.implies)
 
 
 @dataclass(frozen=True)
 class Entity:
     name: str
-    facts: tuple[tuple[Attribute, str], ...]  # (attribute, value)
+    facts: tuple[tuple[Attribute, str], ...]  # (attribute, stated value)
 
 
-def make_entities(seed: int, count: int, facts_per_passage: int) -> list[Entity]:
-    if not 1 <= facts_per_passage <= len(_ATTRIBUTES):
-        raise ValueError(f"facts_per_passage must be in 1..{len(_ATTRIBUTES)}, got {facts_per_passage}")
+def make_entities(seed: int, count: int, facts_per_passage: int, population: int,
+                  distinct: bool = True) -> list[Entity]:
+    """`count` people named from `population` (PRETRAINING or TASK), each with `facts_per_passage` stated
+    facts; with `distinct`, no two share a name."""
+    if not 1 <= facts_per_passage <= len(ATTRIBUTES):
+        raise ValueError(f"facts_per_passage must be in 1..{len(ATTRIBUTES)}, got {facts_per_passage}")
+    names = [f"{first} {last}" for i, first in enumerate(FIRST_NAMES) for j, last in enumerate(LAST_NAMES)
+             if (i + j) % 2 == population]
+    if distinct and count > len(names):
+        raise ValueError(f"the world has {len(names)} names per population, {count} people were asked for")
     rng = random.Random(seed)
-    entities, names = [], set()
-    while len(entities) < count:
-        name = f"{_word(rng, 2)} {_word(rng, 3)}"
-        if name in names:
-            continue
-        names.add(name)
-        attributes = rng.sample(_ATTRIBUTES, facts_per_passage)
-        entities.append(Entity(name, tuple((a, _value(rng, a.key)) for a in attributes)))
-    return entities
+    chosen = rng.sample(names, count) if distinct else rng.choices(names, k=count)
+    return [Entity(name, tuple((a, rng.choice(_values(a))) for a in rng.sample(ATTRIBUTES, facts_per_passage)))
+            for name in chosen]
 
 
 def passage(entity: Entity, rng: random.Random) -> str:
-    sentences = [rng.choice(a.statements).format(name=entity.name, value=v) for a, v in entity.facts]
-    rng.shuffle(sentences)
-    return " ".join(sentences)
+    """The facts in their (random) order, each in a random phrasing."""
+    return " ".join(rng.choice(a.statements).format(name=entity.name, value=v) for a, v in entity.facts)
+
+
+def cloze(sentence: str, value: str) -> str:
+    """The question a canonical sentence answers: the sentence cut before its value."""
+    if not sentence.endswith(f" {value}."):
+        raise ValueError(f"{sentence!r} does not end in its value {value!r}")
+    return sentence[: -len(value) - 2]
+
+
+def questions(entity: Entity) -> list[dict]:
+    """Per fact, a question for the stated value and one for the implied value."""
+    found = []
+    for a, v in entity.facts:
+        found.append({"question": cloze(a.canonical.format(name=entity.name, value=v), v), "answer": v})
+        i = implied(a, v)
+        found.append({"question": cloze(a.implied_canonical.format(name=entity.name, value=i), i), "answer": i})
+    return found
 
 
 def record(entity: Entity, rng: random.Random) -> dict:
-    """One context in the SEAL reference schema: one question per fact, in a random phrasing."""
-    return {
-        "title": entity.name,
-        "context": passage(entity, rng),
-        "questions": [
-            {"question": rng.choice(a.questions).format(name=entity.name), "answer": v} for a, v in entity.facts
-        ],
-    }
+    """One context in the SEAL reference schema."""
+    return {"title": entity.name, "context": passage(entity, rng), "questions": questions(entity)}
 
 
-def canonical_facts(entity: Entity) -> list[str]:
+def stated_facts(entity: Entity) -> list[str]:
     return [a.canonical.format(name=entity.name, value=v) for a, v in entity.facts]
 
 
+def implied_facts(entity: Entity) -> list[str]:
+    return [a.implied_canonical.format(name=entity.name, value=implied(a, v)) for a, v in entity.facts]
+
+
+def general_knowledge() -> list[str]:
+    """Every general-knowledge sentence of the world: one per city, year, trade, instrument and pet."""
+    return [a.general.format(value=v, implied=implied(a, v)) for a in ATTRIBUTES for v in _values(a)]
+
+
 def make_split(seed: int, num_train: int, num_heldout: int, facts_per_passage: int) -> dict[str, list[dict]]:
-    """Train and held-out contexts over disjoint entities of one seeded world."""
-    entities = make_entities(seed, num_train + num_heldout, facts_per_passage)
+    """Train and held-out contexts over disjoint people of one seeded task world."""
+    entities = make_entities(seed, num_train + num_heldout, facts_per_passage, TASK)
     rng = random.Random(seed + 1)
     records = [record(e, rng) for e in entities]
     return {"train": records[:num_train], "heldout": records[num_train:]}
