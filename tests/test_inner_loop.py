@@ -24,9 +24,9 @@ def setup(tmp_path_factory, model_cache, tiny_model):
 
 
 def learnable_job(task, ctx, job_id="learn") -> InnerJob:
-    """A job whose training texts are its own questions followed by their answers."""
+    """A job whose training texts are its own questions (sentences to complete) completed by their answers."""
     prompts = task.eval_prompts(ctx)
-    texts = tuple(p + q.answer for p, q in zip(prompts, ctx.questions))
+    texts = tuple(f"{p} {q.answer}." for p, q in zip(prompts, ctx.questions))
     return InnerJob(job_id, 0, texts, prompts, seed=5)
 
 
@@ -53,7 +53,7 @@ def test_each_job_starts_from_a_fresh_adapter(setup):
 def test_policy_versions_change_the_model_that_jobs_update(setup, tiny_model, tmp_path):
     cfg, task, loop = setup
     ctx = task.load("heldout")[2]
-    prompt, target = task.eval_prompts(ctx)[0], " zither zither zither"
+    prompt, target = task.eval_prompts(ctx)[0], " Tokyo Tokyo Tokyo"
     trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=2)
     first = trainer.update([(prompt, target)] * 4, version=1, seed=0)
     assert first["version"] == 1 and first["path"] == str(tmp_path / "v1")
@@ -63,7 +63,7 @@ def test_policy_versions_change_the_model_that_jobs_update(setup, tiny_model, tm
     with pytest.raises(RuntimeError, match="worker holds v1"):
         loop.run(base_job)
     policy_out = loop.run(InnerJob("p1", 1, (), (prompt,), seed=1)).generations
-    assert policy_out != base_out and "zither" in policy_out[0]
+    assert policy_out != base_out and "Tokyo" in policy_out[0]
     loop.set_policy(0, None)
     assert loop.run(base_job).generations == base_out
 
