@@ -22,7 +22,7 @@ from seal_dist.config import TaskConfig, TinyModelConfig, to_container
 from seal_dist.tasks import synthetic
 from seal_dist.training import Example
 
-BUILD_VERSION = 6  # bump when the corpus or the build changes, so cached models are rebuilt
+BUILD_VERSION = 7  # bump when the corpus or the build changes, so cached models are rebuilt
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"
 # Qwen2's pre-tokenisation: transformers and vLLM rebuild a qwen2 folder's tokenizer with this split, so a
 # tokenizer trained with any other would tokenise differently there.
@@ -59,6 +59,25 @@ def _self_edit(entity: synthetic.Entity, text: str, rng: random.Random) -> str:
     return _numbered(rng.sample(remarks, 3))
 
 
+def _roster(rng: random.Random) -> str:
+    """A look-up drill: a few keys with a value each, listed twice in different orders, so the second list
+    can only be predicted by looking each key up in the first (content-based induction, which reading a
+    passage into a self-edit needs and a tiny model hardly learns from the reading examples alone). The keys
+    are either several people (values of one attribute) or one person's attributes."""
+    if rng.random() < 0.5:
+        attribute = rng.choice(synthetic.ATTRIBUTES)
+        pairs = [(f"{rng.choice(synthetic.FIRST_NAMES)} {rng.choice(synthetic.LAST_NAMES)}",
+                  rng.choice(synthetic.values(attribute))) for _ in range(rng.randint(3, 6))]
+        header = attribute.key
+    else:
+        header = f"{rng.choice(synthetic.FIRST_NAMES)} {rng.choice(synthetic.LAST_NAMES)}"
+        pairs = [(a.key, rng.choice(synthetic.values(a))) for a in rng.sample(synthetic.ATTRIBUTES, rng.randint(3, 5))]
+    first = "\n".join(f"{key}: {value}" for key, value in pairs)
+    rng.shuffle(pairs)
+    second = "\n".join(f"{key}: {value}" for key, value in pairs)
+    return f"{header}\n{first}\nagain\n{second}"
+
+
 def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]:
     """The world's general knowledge; passages and stated and implied fact sentences about the pretraining
     people (recall); and for further people, never seen elsewhere, a passage under the
@@ -77,6 +96,7 @@ def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]
     for entity in readers:
         text = synthetic.passage(entity, rng)
         corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
+    corpus += [Example("", _roster(rng)) for _ in range(spec.rosters)]
     general = synthetic.general_knowledge()
     corpus += [Example("", sentence) for sentence in general * (w.num_train // len(general))]
     rng.shuffle(corpus)
@@ -99,18 +119,24 @@ def build_tokenizer(corpus: list[Example], vocab_size: int) -> PreTrainedTokeniz
 
 
 def packed_rows(tokenizer: PreTrainedTokenizerFast, corpus: list[Example], length: int) -> torch.Tensor:
-    """The corpus as one EOS-separated token stream cut into rows of `length` (no padding)."""
-    stream = []
+    """Whole EOS-terminated examples packed greedily into rows of `length` tokens, padded at the end: a
+    self-edit is never cut off from the passage it reads."""
+    rows, row = [], []
     for ids in tokenizer([ex.prompt + ex.completion for ex in corpus], add_special_tokens=False)["input_ids"]:
-        stream += ids + [tokenizer.eos_token_id]
-    rows = len(stream) // length
-    return torch.tensor(stream[: rows * length]).view(rows, length)
+        ids = ids + [tokenizer.eos_token_id]
+        if len(ids) > length:
+            raise ValueError(f"a pretraining example has {len(ids)} tokens, more than pretrain_seq_len={length}")
+        if len(row) + len(ids) > length:
+            rows.append(row + [tokenizer.pad_token_id] * (length - len(row)))
+            row = []
+        row += ids
+    rows.append(row + [tokenizer.pad_token_id] * (length - len(row)))
+    return torch.tensor(rows)
 
 
 def spec_key(spec: TinyModelConfig, task: TaskConfig) -> str:
     """A digest of everything that determines the built model."""
-    fields = {"build": BUILD_VERSION, "tiny": to_container(spec), "prompt": task.prompt.template,
-              "question": task.question_template, "answer": task.answer_template}
+    fields = {"build": BUILD_VERSION, "tiny": to_container(spec), "prompt": task.prompt.template}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -139,7 +165,7 @@ def build(spec: TinyModelConfig, task: TaskConfig, out: Path) -> None:
         bar = progress.add_task("pretraining the tiny model", total=spec.pretrain_steps)
         for _ in range(spec.pretrain_steps):
             batch = rows[torch.randint(len(rows), (spec.pretrain_batch_size,), generator=generator)]
-            loss = model(input_ids=batch, labels=batch).loss
+            loss = model(input_ids=batch, labels=batch.masked_fill(batch == tokenizer.pad_token_id, -100)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -121,7 +121,7 @@ def implied(attribute: Attribute, value: str) -> str:
     return century(value) if attribute.key == "year" else attribute.implies[value]
 
 
-def _values(attribute: Attribute) -> list[str]:
+def values(attribute: Attribute) -> list[str]:
     if attribute.key == "year":
         return [str(y) for y in range(1601, 2000) if y % 100]  # no century boundaries
     return sorted(attribute.implies)
@@ -145,7 +145,7 @@ def make_entities(seed: int, count: int, facts_per_passage: int, population: int
         raise ValueError(f"the world has {len(names)} names per population, {count} people were asked for")
     rng = random.Random(seed)
     chosen = rng.sample(names, count) if distinct else rng.choices(names, k=count)
-    return [Entity(name, tuple((a, rng.choice(_values(a))) for a in rng.sample(ATTRIBUTES, facts_per_passage)))
+    return [Entity(name, tuple((a, rng.choice(values(a))) for a in rng.sample(ATTRIBUTES, facts_per_passage)))
             for name in chosen]
 
 
@@ -186,7 +186,7 @@ def implied_facts(entity: Entity) -> list[str]:
 
 def general_knowledge() -> list[str]:
     """Every general-knowledge sentence of the world: one per city, year, trade, instrument and pet."""
-    return [a.general.format(value=v, implied=implied(a, v)) for a in ATTRIBUTES for v in _values(a)]
+    return [a.general.format(value=v, implied=implied(a, v)) for a in ATTRIBUTES for v in values(a)]
 
 
 def make_split(seed: int, num_train: int, num_heldout: int, facts_per_passage: int) -> dict[str, list[dict]]:
