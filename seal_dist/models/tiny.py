@@ -127,11 +127,11 @@ def packed_rows(tokenizer: PreTrainedTokenizerFast, corpus: list[Example], lengt
         if len(ids) > length:
             raise ValueError(f"a pretraining example has {len(ids)} tokens, more than pretrain_seq_len={length}")
         if len(row) + len(ids) > length:
-            rows.append(row + [tokenizer.pad_token_id] * (length - len(row)))
+            rows.append(row)
             row = []
         row += ids
-    rows.append(row + [tokenizer.pad_token_id] * (length - len(row)))
-    return torch.tensor(rows)
+    rows.append(row)
+    return torch.tensor([row + [tokenizer.pad_token_id] * (length - len(row)) for row in rows])
 
 
 def spec_key(spec: TinyModelConfig, task: TaskConfig) -> str:
