@@ -70,7 +70,7 @@ class TinyModelConfig:
     max_position: int = MISSING
     world: WorldConfig = field(default_factory=WorldConfig)  # pretraining entities, disjoint from the task's
     readers: int = MISSING  # further people seen only as a passage and a self-edit: they teach reading
-    rosters: int = MISSING  # look-up drills (lists of people repeated in another order): they teach induction
+    copy_drills: int = MISSING  # random lists of names and values, repeated: they teach induction
     pretrain_steps: int = MISSING
     pretrain_batch_size: int = MISSING
     pretrain_seq_len: int = MISSING

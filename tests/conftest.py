@@ -14,7 +14,7 @@ CONF = str(REPO / "conf")
 SHARED_DATA = REPO.parent / "shared" / "data" / "seal"
 
 # A small, fast version of the CPU demo: a briefly pretrained tiny model (mechanics, not learning).
-TINY_MODEL = ["model.tiny.pretrain_steps=200", "model.tiny.world.num_train=300", "model.tiny.readers=300", "model.tiny.rosters=300"]
+TINY_MODEL = ["model.tiny.pretrain_steps=200", "model.tiny.world.num_train=300", "model.tiny.readers=300", "model.tiny.copy_drills=300"]
 FAST_RUN = [
     "experiment=demo_cpu",
     "rounds=2",

@@ -13,7 +13,7 @@ TARGETS = (" harp harp harp harp", " owl owl owl owl")
 
 @pytest.fixture(scope="module", params=["vllm", "hf"])
 def engine(request, tmp_path_factory, model_cache, tiny_model, ray_local):
-    cfg = fast_config(tmp_path_factory.mktemp("sync"), model_cache, "learner.epochs=10", "learner.lr=1e-2",
+    cfg = fast_config(tmp_path_factory.mktemp("sync"), model_cache, "learner.epochs=20", "learner.lr=1e-2",
                       "sampler.max_tokens=12", f"sampler.engine={request.param}")
     actor = ray.remote(Components.engine_class(cfg.sampler)).options(
         num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}

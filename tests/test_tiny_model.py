@@ -1,26 +1,43 @@
-"""The tiny model's pretraining data: look-up drills and whole-example packing (no training)."""
+"""The tiny model's pretraining data: copy drills, disjoint people and whole-example packing (no training)."""
 
 import random
+import re
 
 import pytest
 
 from seal_dist.models import tiny
+from seal_dist.tasks import synthetic
 from seal_dist.training import Example
 from tests.conftest import compose_config
 
 
-def test_roster_second_list_is_a_reordering_of_the_first():
+def test_copy_drill_repeats_its_list():
     rng = random.Random(0)
     for _ in range(50):
-        header, rest = tiny._roster(rng).split("\n", 1)
-        first, second = rest.split("\nagain\n")
-        assert header
-        assert sorted(first.split("\n")) == sorted(second.split("\n"))
-        assert all(": " in line for line in first.split("\n"))
+        first, second = tiny._copy_drill(rng, [["Anna Berger", "Nils Holm"], ["harp"], ["1758"]]).split("\nagain\n")
+        assert first == second and 4 <= len(first.split()) <= 20
+
+
+def test_task_people_are_never_recalled_in_pretraining():
+    """The facts the model memorises are about the pretraining population; a task person's full name turns up
+    only in reading examples (facts drawn afresh, to be read from the passage) and in copy drills."""
+    cfg = compose_config("experiment=demo_cpu", "run_dir=unused", "model.tiny.readers=200",
+                         "model.tiny.copy_drills=2000", "model.tiny.world.num_train=200")
+    pretraining = set(synthetic.population_names(synthetic.PRETRAINING))
+    full_name = rf"\b(?:{'|'.join(synthetic.FIRST_NAMES)}) (?:{'|'.join(synthetic.LAST_NAMES)})\b"
+    met = set()
+    for ex in tiny.pretraining_corpus(cfg.model.tiny, cfg.task):
+        text = ex.prompt + ex.completion
+        names = set(re.findall(full_name, text))
+        met |= names & pretraining
+        if names - pretraining:
+            first, again, second = text.partition("\nagain\n")
+            assert ex.prompt or (again and first == second), text
+    assert len(met) > 300  # the pattern finds the people the model does meet
 
 
 def test_packed_rows_keep_every_example_whole():
-    cfg = compose_config("experiment=demo_cpu", "run_dir=unused", "model.tiny.readers=40", "model.tiny.rosters=40",
+    cfg = compose_config("experiment=demo_cpu", "run_dir=unused", "model.tiny.readers=40", "model.tiny.copy_drills=40",
                          "model.tiny.world.num_train=40")
     corpus = tiny.pretraining_corpus(cfg.model.tiny, cfg.task)
     tokenizer = tiny.build_tokenizer(corpus, 1024)

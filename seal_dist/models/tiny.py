@@ -4,7 +4,8 @@ synthetic world whose entities are disjoint from the task's, then cached in Hugg
 The pretraining corpus teaches the world's general knowledge and the formats the SEAL loop uses: passages,
 title-prefixed fact sentences (the form in which the synthetic task asks), and self-edits for the
 task's prompt written in styles of mixed usefulness (all implications, part of them, the stated facts only,
-copied sentences, vague remarks), so that a policy trained by the outer loop has something to select among.
+copied sentences, vague remarks), so that a policy trained by the outer loop has something to select among,
+and copy drills, from which the model learns to copy from its context (names and values into self-edits).
 """
 
 import hashlib
@@ -22,7 +23,7 @@ from seal_dist.config import TaskConfig, TinyModelConfig, to_container
 from seal_dist.tasks import synthetic
 from seal_dist.training import Example
 
-BUILD_VERSION = 7  # bump when the corpus or the build changes, so cached models are rebuilt
+BUILD_VERSION = 8  # bump when the corpus or the build changes, so cached models are rebuilt
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"
 # Qwen2's pre-tokenisation: transformers and vLLM rebuild a qwen2 folder's tokenizer with this split, so a
 # tokenizer trained with any other would tokenise differently there.
@@ -59,34 +60,28 @@ def _self_edit(entity: synthetic.Entity, text: str, rng: random.Random) -> str:
     return _numbered(rng.sample(remarks, 3))
 
 
-def _roster(rng: random.Random) -> str:
-    """A look-up drill: a few keys with a value each, listed twice in different orders, so the second list
-    can only be predicted by looking each key up in the first (content-based induction, which reading a
-    passage into a self-edit needs and a tiny model hardly learns from the reading examples alone). The keys
-    are either several people (values of one attribute) or one person's attributes."""
-    if rng.random() < 0.5:
-        attribute = rng.choice(synthetic.ATTRIBUTES)
-        pairs = [(f"{rng.choice(synthetic.FIRST_NAMES)} {rng.choice(synthetic.LAST_NAMES)}",
-                  rng.choice(synthetic.values(attribute))) for _ in range(rng.randint(3, 6))]
-        header = attribute.key
-    else:
-        header = f"{rng.choice(synthetic.FIRST_NAMES)} {rng.choice(synthetic.LAST_NAMES)}"
-        pairs = [(a.key, rng.choice(synthetic.values(a))) for a in rng.sample(synthetic.ATTRIBUTES, rng.randint(3, 5))]
-    first = "\n".join(f"{key}: {value}" for key, value in pairs)
-    rng.shuffle(pairs)
-    second = "\n".join(f"{key}: {value}" for key, value in pairs)
-    return f"{header}\n{first}\nagain\n{second}"
+def _copy_drill(rng: random.Random, groups: list[list[str]]) -> str:
+    """A copy drill: a random list of items (first names, last names and values, each group equally likely),
+    then "again" and the same list. Predicting the repeat takes induction (find the earlier occurrence of the
+    current item, copy what followed it), the circuit that reading a passage into a self-edit needs; a tiny
+    model forms it from these drills within the pretraining budget, not from the reading examples alone.
+    Name words come in random order, so no first name is tied to the last names of the pretraining people
+    (the task's people pair them differently) and a name is copied, not completed from memory."""
+    chosen = " ".join(rng.choice(rng.choice(groups)) for _ in range(rng.randint(4, 10)))
+    return f"{chosen}\nagain\n{chosen}"
 
 
 def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]:
     """The world's general knowledge; passages and stated and implied fact sentences about the pretraining
-    people (recall); and for further people, never seen elsewhere, a passage under the
+    people (recall); for further people, with facts drawn afresh, a passage under the
     task's prompt followed by a self-edit in one of the styles above (reading: the facts must be taken from
-    the context, since they cannot be recalled)."""
+    the context, since they cannot be recalled); and copy drills."""
     w = spec.world
     people = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage, synthetic.PRETRAINING)
-    readers = synthetic.make_entities(w.seed + 1, spec.readers, w.facts_per_passage, synthetic.PRETRAINING,
-                                      distinct=False)  # fresh facts each time: nothing to recall
+    # Readers' facts are fresh draws, nothing to recall, so they are named from both populations: a name must
+    # be copied from the passage, not completed from the pairings of the people the model memorises.
+    readers = [entity for population in (synthetic.PRETRAINING, synthetic.TASK) for entity in synthetic.make_entities(
+        w.seed + 1 + population, spec.readers // 2, w.facts_per_passage, population, distinct=False)]
     rng = random.Random(spec.seed)
     corpus = []
     for entity in people:
@@ -96,7 +91,8 @@ def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]
     for entity in readers:
         text = synthetic.passage(entity, rng)
         corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
-    corpus += [Example("", _roster(rng)) for _ in range(spec.rosters)]
+    groups = [synthetic.FIRST_NAMES, synthetic.LAST_NAMES] + [synthetic.values(a) for a in synthetic.ATTRIBUTES]
+    corpus += [Example("", _copy_drill(rng, groups)) for _ in range(spec.copy_drills)]
     general = synthetic.general_knowledge()
     corpus += [Example("", sentence) for sentence in general * (w.num_train // len(general))]
     rng.shuffle(corpus)

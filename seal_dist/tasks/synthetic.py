@@ -72,44 +72,45 @@ def _inverse(groups: dict[str, str]) -> dict[str, str]:
 
 # A question is a canonical sentence cut before its value (a cloze): the tiny model recalls a fact in the
 # form it was trained on and hardly from a paraphrase, so a self-edit helps when it writes facts, stated or
-# implied, as such sentences. Passages state each fact in one of several phrasings.
+# implied, as such sentences. Passages state each fact in one of several phrasings, in each of which the
+# value follows the same words as in the canonical sentence ("city of", "year", "as a", "played the", "pet"):
+# a small model reads a value by finding those words in the passage and copying what follows them.
 ATTRIBUTES = (
     Attribute(
         "birthplace", _inverse(_CITIES),
         ("{name} was born in the city of {value}.", "The city of {value} is where {name} was born.",
-         "{value} is the hometown of {name}."),
+         "Records place the birth of {name} in the city of {value}."),
         "{name} was born in the city of {value}.",
-        "{name} comes from the country of {value}.",
+        "{name} comes from {value}.",
         "{value} is a city in {implied}.",
     ),
     Attribute(
         "year", {},
-        ("{name} was born in the year {value}.", "The year {value} saw the birth of {name}.",
-         "In {value}, {name} was born."),
+        ("{name} was born in the year {value}.", "The year {value} saw {name} born.",
+         "In the year {value}, {name} was born."),
         "{name} was born in the year {value}.",
         "{name} lived in the {value}.",
         "The year {value} is in the {implied}.",
     ),
     Attribute(
         "trade", _TRADES,
-        ("The trade of {name} was {value}.", "A {value} by trade, {name} worked hard.",
-         "As a {value}, {name} earned a living."),
-        "The trade of {name} was {value}.",
-        "The workplace of {name} was the {value}.",
+        ("{name} worked as a {value}.", "As a {value}, {name} worked hard.", "{name} was trained as a {value}."),
+        "{name} worked as a {value}.",
+        "{name} worked at the {value}.",
         "A {value} works at a {implied}.",
     ),
     Attribute(
         "instrument", _inverse(_INSTRUMENTS),
         ("{name} played the {value}.", "On the {value}, {name} played every evening.",
-         "The {value} was the instrument of {name}."),
+         "{name} played the {value} every evening."),
         "{name} played the {value}.",
         "The instrument family of {name} was {value}.",
         "The {value} is a {implied} instrument.",
     ),
     Attribute(
         "pet", _inverse(_PETS),
-        ("{name} kept a pet {value}.", "A tame {value} lived with {name}.",
-         "The {value} was the companion of {name}."),
+        ("{name} kept a pet {value}.", "A pet {value} lived with {name}.",
+         "The pet {value} was the companion of {name}."),
         "{name} kept a pet {value}.",
         "The pet of {name} was a {value}.",
         "The {value} is a {implied}.",
@@ -133,14 +134,19 @@ class Entity:
     facts: tuple[tuple[Attribute, str], ...]  # (attribute, stated value)
 
 
+def population_names(population: int) -> list[str]:
+    """The full names of one population (PRETRAINING or TASK)."""
+    return [f"{first} {last}" for i, first in enumerate(FIRST_NAMES) for j, last in enumerate(LAST_NAMES)
+            if (i + j) % 2 == population]
+
+
 def make_entities(seed: int, count: int, facts_per_passage: int, population: int,
                   distinct: bool = True) -> list[Entity]:
     """`count` people named from `population` (PRETRAINING or TASK), each with `facts_per_passage` stated
     facts; with `distinct`, no two share a name."""
     if not 1 <= facts_per_passage <= len(ATTRIBUTES):
         raise ValueError(f"facts_per_passage must be in 1..{len(ATTRIBUTES)}, got {facts_per_passage}")
-    names = [f"{first} {last}" for i, first in enumerate(FIRST_NAMES) for j, last in enumerate(LAST_NAMES)
-             if (i + j) % 2 == population]
+    names = population_names(population)
     if distinct and count > len(names):
         raise ValueError(f"the world has {len(names)} names per population, {count} people were asked for")
     rng = random.Random(seed)
