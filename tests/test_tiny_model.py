@@ -14,7 +14,8 @@ from tests.conftest import compose_config
 def test_copy_drill_repeats_its_list():
     rng = random.Random(0)
     for _ in range(50):
-        first, second = tiny._copy_drill(rng, [["Anna Berger", "Nils Holm"], ["harp"], ["1758"]]).split("\nagain\n")
+        drill = tiny._copy_drill(rng, [["Anna Berger", "Nils Holm"], ["harp"], ["1758"]])
+        first, second = drill.split("\nagain\n")
         assert first == second and 4 <= len(first.split()) <= 20
 
 

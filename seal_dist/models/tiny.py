@@ -73,15 +73,17 @@ def _copy_drill(rng: random.Random, groups: list[list[str]]) -> str:
 
 def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]:
     """The world's general knowledge; passages and stated and implied fact sentences about the pretraining
-    people (recall); for further people, with facts drawn afresh, a passage under the
-    task's prompt followed by a self-edit in one of the styles above (reading: the facts must be taken from
-    the context, since they cannot be recalled); and copy drills."""
+    people (recall); for further people, with facts drawn afresh, a passage under the task's prompt followed
+    by a self-edit in one of the styles above (reading: the facts must be taken from the context, since they
+    cannot be recalled); and copy drills."""
     w = spec.world
     people = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage, synthetic.PRETRAINING)
     # Readers' facts are fresh draws, nothing to recall, so they are named from both populations: a name must
     # be copied from the passage, not completed from the pairings of the people the model memorises.
-    readers = [entity for population in (synthetic.PRETRAINING, synthetic.TASK) for entity in synthetic.make_entities(
-        w.seed + 1 + population, spec.readers // 2, w.facts_per_passage, population, distinct=False)]
+    half = spec.readers // 2
+    readers = (synthetic.make_entities(w.seed + 1, half, w.facts_per_passage, synthetic.PRETRAINING, distinct=False)
+               + synthetic.make_entities(w.seed + 2, spec.readers - half, w.facts_per_passage, synthetic.TASK,
+                                         distinct=False))
     rng = random.Random(spec.seed)
     corpus = []
     for entity in people:

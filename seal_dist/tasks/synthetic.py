@@ -1,16 +1,16 @@
 """A seeded synthetic knowledge world: people, the facts a passage states about them, and the facts those
 imply through general knowledge (a city's country, a year's century, a trade's workplace, ...).
 
-Each context asks for both kinds, as sentences to complete. Fine-tuning on the passage alone teaches the stated facts; an implied fact
-needs a second, general-knowledge hop that a small model does not take from newly trained facts. A self-edit
-can take that hop in context by writing the implication out, which is what SEAL's prompt asks for, so how
-much a self-edit helps depends on what the policy writes.
+Each context asks for both kinds, as sentences to complete. Fine-tuning on the passage alone teaches the
+stated facts; an implied fact needs a second, general-knowledge hop that a small model does not take from
+newly trained facts. A self-edit can take that hop in context by writing the implication out, which is what
+SEAL's prompt asks for, so how much a self-edit helps depends on what the policy writes.
 
 Records follow the SEAL reference schema ({"title", "context", "questions": [{"question", "answer"}]}), so
 the knowledge task treats them exactly like SQuAD. Names combine a first and a last name from fixed lists
-(single tokens, which a small model copies reliably); the combinations are split into two disjoint
-populations, one for the tiny model's pretraining and one for task worlds, so every task person is new to
-the model while the words of their name are not.
+(one token each); the combinations are split into two disjoint populations, one for the people whose facts
+the tiny model memorises in pretraining and one for task worlds, so no task person's facts are known to
+the model while the words of their name are.
 """
 
 import random
