@@ -17,6 +17,13 @@ class Metric(str, Enum):
     f1 = "f1"
 
 
+class AnswerSpan(str, Enum):
+    """The part of a generation graded as the answer."""
+
+    line = "line"  # its first non-empty line
+    sentence = "sentence"  # that line up to the end of its first sentence (a cloze's completion)
+
+
 class Engine(str, Enum):
     vllm = "vllm"
     hf = "hf"
@@ -54,6 +61,7 @@ class TaskConfig:
     question_template: str = MISSING  # fields: {title}, {question}
     answer_template: str = MISSING  # fields: {question}
     metric: Metric = MISSING
+    answer_span: AnswerSpan = MISSING
     max_answer_tokens: int = MISSING
 
 

@@ -22,6 +22,8 @@ def test_grading_normalises_like_squad():
     assert grading.f1("Pelmora river", "Pelmora") == pytest.approx(2 / 3)
     assert grading.f1("", "Pelmora") == 0.0
     assert grading.first_line("\n  cello \nviolin") == "cello"
+    assert grading.first_sentence("\n flute. Kim was born in the year 1712.\nviolin") == "flute."
+    assert grading.first_sentence(" 18th century") == "18th century"
 
 
 def test_self_edit_segments_follow_the_reference_rules():
@@ -52,6 +54,9 @@ def test_score_is_accuracy_over_questions(task):
     answers = [q.answer for q in ctx.questions]
     assert task.score(ctx, tuple(answers)) == 1.0
     assert task.score(ctx, tuple(["wrong"] + answers[1:])) == pytest.approx(1 - 1 / len(answers))
+    recited = [f" {a}. {ctx.title} was born in the year 1712.\nmore" for a in answers]  # a cloze's sentence ends
+    assert task.score(ctx, tuple(recited)) == 1.0
+    assert task.score(ctx, tuple(f"{a} and more." for a in answers)) == 0.0
     with pytest.raises(ValueError):
         task.score(ctx, tuple(answers[:-1]))
 

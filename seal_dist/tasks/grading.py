@@ -6,6 +6,7 @@ from collections import Counter
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def normalize(text: str) -> str:
@@ -27,8 +28,13 @@ def f1(prediction: str, gold: str) -> float:
 
 
 def first_line(generation: str) -> str:
-    """The model's answer: its first non-empty line."""
+    """The first non-empty line of a generation."""
     for line in generation.splitlines():
         if line.strip():
             return line.strip()
     return ""
+
+
+def first_sentence(generation: str) -> str:
+    """The first line up to the end of its first sentence: "flute. Kim was born ..." -> "flute."."""
+    return _SENTENCE_END.split(first_line(generation), maxsplit=1)[0]

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from seal_dist.config import Metric, TaskConfig
+from seal_dist.config import AnswerSpan, Metric, TaskConfig
 from seal_dist.inner.job import InnerJob
 from seal_dist.tasks import grading, synthetic
 
@@ -120,5 +120,6 @@ class KnowledgeTask:
     def score(self, ctx: Context, generations: tuple[str, ...]) -> float:
         """Accuracy of the generations on the context's questions (the reward of SEAL's inner loop)."""
         grade = grading.exact_match if self.cfg.metric == Metric.exact_match else grading.f1
-        answers = [grading.first_line(g) for g in generations]
+        span = grading.first_sentence if self.cfg.answer_span == AnswerSpan.sentence else grading.first_line
+        answers = [span(g) for g in generations]
         return sum(grade(a, q.answer) for a, q in zip(answers, ctx.questions, strict=True)) / len(ctx.questions)
