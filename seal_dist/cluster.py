@@ -8,7 +8,7 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig
 
-from seal_dist.config import Engine, ResourcesConfig, SamplerConfig
+from seal_dist.config import Engine, ResourcesConfig
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
 from seal_dist.learner.sft import PolicyTrainer
@@ -33,10 +33,7 @@ class Components:
     def __init__(self, cfg: DictConfig, model_path: str, policy_dir: str | None):
         """Starts the sampler engines, the inner-loop pool and, given a policy_dir, the learner."""
         threads, dtype = cfg.resources.torch_threads, cfg.model.dtype
-        actor = ray.remote(self.engine_class(cfg.sampler)).options(
-            num_gpus=cfg.sampler.gpus_per_engine, num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}
-        )
-        self.engines = [actor.remote(model_path, cfg.sampler, dtype, threads) for _ in range(cfg.sampler.num_engines)]
+        self.engines = [self.start_engine(cfg, model_path) for _ in range(cfg.sampler.num_engines)]
         self.learner = None if policy_dir is None else ray.remote(PolicyTrainer).options(
             num_gpus=cfg.learner.num_gpus, num_cpus=1
         ).remote(model_path, dtype, cfg.learner, policy_dir, threads)
@@ -46,8 +43,12 @@ class Components:
         self.adapter: tuple[int, str] | None = None
 
     @staticmethod
-    def engine_class(cfg: SamplerConfig) -> type:
-        return {Engine.vllm: VLLMEngine, Engine.hf: HFEngine}[cfg.engine]
+    def start_engine(cfg: DictConfig, model_path: str) -> ray.actor.ActorHandle:
+        """One sampler engine (vLLM or transformers) as a Ray actor."""
+        engine = {Engine.vllm: VLLMEngine, Engine.hf: HFEngine}[cfg.sampler.engine]
+        return ray.remote(engine).options(
+            num_gpus=cfg.sampler.gpus_per_engine, num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}
+        ).remote(model_path, cfg.sampler, cfg.model.dtype, cfg.resources.torch_threads)
 
     @classmethod
     def start(cls, cfg: DictConfig, model_path: str, policy_dir: str, version: int, adapter_path: str | None):

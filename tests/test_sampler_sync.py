@@ -13,18 +13,11 @@ from tests.conftest import fast_config
 TARGETS = (" harp harp harp harp", " owl owl owl owl")
 
 
-def start_engine(cfg, model_path: str):
-    """The configured sampler engine as a Ray actor, the way the sampler runs it."""
-    return ray.remote(Components.engine_class(cfg.sampler)).options(
-        num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}
-    ).remote(model_path, cfg.sampler, "float32", 1)
-
-
 @pytest.fixture(scope="module", params=["vllm", "hf"])
 def engine(request, tmp_path_factory, model_cache, tiny_model, ray_local):
     cfg = fast_config(tmp_path_factory.mktemp("sync"), model_cache, "learner.epochs=20", "learner.lr=1e-2",
                       "sampler.max_tokens=12", f"sampler.engine={request.param}")
-    actor = start_engine(cfg, tiny_model)
+    actor = Components.start_engine(cfg, tiny_model)
     yield cfg, actor
     ray.kill(actor)
 
@@ -58,7 +51,7 @@ def test_seeded_sampling_of_a_batch_larger_than_the_token_budget(tmp_path_factor
     budget = 512
     cfg = fast_config(tmp_path_factory.mktemp("budget"), model_cache, "sampler.max_tokens=8",
                       f"sampler.max_model_len={budget}", f"+sampler.engine_kwargs.max_num_batched_tokens={budget}")
-    actor = start_engine(cfg, tiny_model)
+    actor = Components.start_engine(cfg, tiny_model)
     passage = " ".join(f"Anna Rossi played the flute in the year {1601 + i}." for i in range(12))
     prompts = [f"Passage:\nAnna Rossi {i}\n{passage}\n\nImplications:\n" for i in range(6)]
     tokens = load_tokenizer(tiny_model)(prompts, add_special_tokens=False)["input_ids"]
