@@ -42,6 +42,7 @@ class WorldConfig:
     seed: int = MISSING
     num_train: int = MISSING
     num_heldout: int = MISSING
+    attributes: list[str] = MISSING  # what passages state facts about: birthplace, year, trade, instrument, pet
     facts_per_passage: int = MISSING
 
 

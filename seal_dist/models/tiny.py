@@ -77,13 +77,16 @@ def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]
     by a self-edit in one of the styles above (reading: the facts must be taken from the context, since they
     cannot be recalled); and copy drills."""
     w = spec.world
-    people = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage, synthetic.PRETRAINING)
+    attributes = synthetic.attributes_named(list(w.attributes))
+    people = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage, synthetic.PRETRAINING,
+                                     attributes=attributes)
     # Readers' facts are fresh draws, nothing to recall, so they are named from both populations: a name must
     # be copied from the passage, not completed from the pairings of the people the model memorises.
     half = spec.readers // 2
-    readers = (synthetic.make_entities(w.seed + 1, half, w.facts_per_passage, synthetic.PRETRAINING, distinct=False)
+    readers = (synthetic.make_entities(w.seed + 1, half, w.facts_per_passage, synthetic.PRETRAINING,
+                                       distinct=False, attributes=attributes)
                + synthetic.make_entities(w.seed + 2, spec.readers - half, w.facts_per_passage, synthetic.TASK,
-                                         distinct=False))
+                                         distinct=False, attributes=attributes))
     rng = random.Random(spec.seed)
     corpus = []
     for entity in people:

@@ -140,18 +140,28 @@ def population_names(population: int) -> list[str]:
             if (i + j) % 2 == population]
 
 
+def attributes_named(keys: list[str]) -> tuple[Attribute, ...]:
+    """The attributes with these keys, in ATTRIBUTES' order (a world's `attributes` setting)."""
+    known = [a.key for a in ATTRIBUTES]
+    unknown = [k for k in keys if k not in known]
+    if unknown or not keys:
+        raise ValueError(f"world attributes must be a non-empty subset of {known}, got {list(keys)}")
+    return tuple(a for a in ATTRIBUTES if a.key in keys)
+
+
 def make_entities(seed: int, count: int, facts_per_passage: int, population: int,
-                  distinct: bool = True) -> list[Entity]:
+                  distinct: bool = True, attributes: tuple[Attribute, ...] = ATTRIBUTES) -> list[Entity]:
     """`count` people named from `population` (PRETRAINING or TASK), each with `facts_per_passage` stated
-    facts; with `distinct`, no two share a name."""
-    if not 1 <= facts_per_passage <= len(ATTRIBUTES):
-        raise ValueError(f"facts_per_passage must be in 1..{len(ATTRIBUTES)}, got {facts_per_passage}")
+    facts about different `attributes`; with `distinct`, no two share a name."""
+    if not 1 <= facts_per_passage <= len(attributes):
+        raise ValueError(f"facts_per_passage must be in 1..{len(attributes)} (the world's attributes), "
+                         f"got {facts_per_passage}")
     names = population_names(population)
     if distinct and count > len(names):
         raise ValueError(f"the world has {len(names)} names per population, {count} people were asked for")
     rng = random.Random(seed)
     chosen = rng.sample(names, count) if distinct else rng.choices(names, k=count)
-    return [Entity(name, tuple((a, rng.choice(values(a))) for a in rng.sample(ATTRIBUTES, facts_per_passage)))
+    return [Entity(name, tuple((a, rng.choice(values(a))) for a in rng.sample(attributes, facts_per_passage)))
             for name in chosen]
 
 
@@ -195,9 +205,10 @@ def general_knowledge() -> list[str]:
     return [a.general.format(value=v, implied=implied(a, v)) for a in ATTRIBUTES for v in values(a)]
 
 
-def make_split(seed: int, num_train: int, num_heldout: int, facts_per_passage: int) -> dict[str, list[dict]]:
+def make_split(seed: int, num_train: int, num_heldout: int, facts_per_passage: int,
+               attributes: tuple[Attribute, ...] = ATTRIBUTES) -> dict[str, list[dict]]:
     """Train and held-out contexts over disjoint people of one seeded task world."""
-    entities = make_entities(seed, num_train + num_heldout, facts_per_passage, TASK)
+    entities = make_entities(seed, num_train + num_heldout, facts_per_passage, TASK, attributes=attributes)
     rng = random.Random(seed + 1)
     records = [record(e, rng) for e in entities]
     return {"train": records[:num_train], "heldout": records[num_train:]}
