@@ -77,15 +77,15 @@ def test_synthetic_world_is_seeded_with_disjoint_splits():
 
 
 def test_a_world_states_facts_about_its_attributes_only():
-    attributes = synthetic.attributes_named(["trade", "pet"])
+    attributes = synthetic.attributes_named(["trade", "pet"], "task.world.attributes")
     assert [a.key for a in attributes] == ["trade", "pet"]
     for entity in synthetic.make_entities(2, 50, 2, synthetic.TASK, attributes=attributes):
         assert sorted(a.key for a, _ in entity.facts) == ["pet", "trade"]
     assert all(len(rec["questions"]) == 4 for rec in synthetic.make_split(2, 5, 5, 2, attributes)["train"])
     with pytest.raises(ValueError, match="facts_per_passage must be in 1..2"):
         synthetic.make_split(2, 5, 5, 3, attributes)
-    with pytest.raises(ValueError, match="subset of .*'colour'"):
-        synthetic.attributes_named(["trade", "colour"])
+    with pytest.raises(ValueError, match="task.world.attributes must be a non-empty subset of .*'colour'"):
+        synthetic.attributes_named(["trade", "colour"], "task.world.attributes")
 
 
 def test_task_people_are_new_to_the_pretrained_model():

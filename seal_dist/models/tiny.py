@@ -77,7 +77,7 @@ def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]
     by a self-edit in one of the styles above (reading: the facts must be taken from the context, since they
     cannot be recalled); and copy drills."""
     w = spec.world
-    attributes = synthetic.attributes_named(list(w.attributes))
+    attributes = synthetic.attributes_named(list(w.attributes), "model.tiny.world.attributes")
     people = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage, synthetic.PRETRAINING,
                                      attributes=attributes)
     # Readers' facts are fresh draws, nothing to recall, so they are named from both populations: a name must
@@ -96,9 +96,9 @@ def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]
     for entity in readers:
         text = synthetic.passage(entity, rng)
         corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
-    groups = [synthetic.FIRST_NAMES, synthetic.LAST_NAMES] + [synthetic.values(a) for a in synthetic.ATTRIBUTES]
+    groups = [synthetic.FIRST_NAMES, synthetic.LAST_NAMES] + [synthetic.values(a) for a in attributes]
     corpus += [Example("", _copy_drill(rng, groups)) for _ in range(spec.copy_drills)]
-    general = synthetic.general_knowledge()
+    general = synthetic.general_knowledge(attributes)
     corpus += [Example("", sentence) for sentence in general * (w.num_train // len(general))]
     rng.shuffle(corpus)
     return corpus

@@ -87,7 +87,7 @@ class KnowledgeTask:
             return load_file(source)
         w = self.cfg.world
         records = synthetic.make_split(w.seed, w.num_train, w.num_heldout, w.facts_per_passage,
-                                       synthetic.attributes_named(list(w.attributes)))[split]
+                                       synthetic.attributes_named(list(w.attributes), "task.world.attributes"))[split]
         return parse_records(records, f"synthetic{w.seed}-{split}")
 
     def prompt(self, ctx: Context) -> str:

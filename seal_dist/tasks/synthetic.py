@@ -140,12 +140,12 @@ def population_names(population: int) -> list[str]:
             if (i + j) % 2 == population]
 
 
-def attributes_named(keys: list[str]) -> tuple[Attribute, ...]:
-    """The attributes with these keys, in ATTRIBUTES' order (a world's `attributes` setting)."""
+def attributes_named(keys: list[str], setting: str) -> tuple[Attribute, ...]:
+    """The attributes with these keys, in ATTRIBUTES' order; `setting` names the config key they come from."""
     known = [a.key for a in ATTRIBUTES]
     unknown = [k for k in keys if k not in known]
     if unknown or not keys:
-        raise ValueError(f"world attributes must be a non-empty subset of {known}, got {list(keys)}")
+        raise ValueError(f"{setting} must be a non-empty subset of {known}, got {list(keys)}")
     return tuple(a for a in ATTRIBUTES if a.key in keys)
 
 
@@ -200,9 +200,9 @@ def implied_facts(entity: Entity) -> list[str]:
     return [a.implied_canonical.format(name=entity.name, value=implied(a, v)) for a, v in entity.facts]
 
 
-def general_knowledge() -> list[str]:
-    """Every general-knowledge sentence of the world: one per city, year, trade, instrument and pet."""
-    return [a.general.format(value=v, implied=implied(a, v)) for a in ATTRIBUTES for v in values(a)]
+def general_knowledge(attributes: tuple[Attribute, ...] = ATTRIBUTES) -> list[str]:
+    """Every general-knowledge sentence about these attributes: one per city, year, trade, instrument, pet."""
+    return [a.general.format(value=v, implied=implied(a, v)) for a in attributes for v in values(a)]
 
 
 def make_split(seed: int, num_train: int, num_heldout: int, facts_per_passage: int,
