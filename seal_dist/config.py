@@ -137,6 +137,7 @@ class InnerConfig:
 class LearnerConfig:
     top_k: int = MISSING  # self-edits kept per context (ReST-EM E-step)
     min_gain: Optional[float] = MISSING  # keep only rewards above baseline + min_gain; null: no threshold
+    min_advantage: Optional[float] = MISSING  # keep only rewards above the context's mean reward + this; null: none
     lora: LoraConfig = field(default_factory=LoraConfig)
     lr: float = MISSING
     epochs: int = MISSING

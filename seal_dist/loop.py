@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> dict:
                     tracker.log_final(summary["final"])
                 else:
                     scored = score_self_edits(mine, {c.id: task.prompt(c) for c in contexts})
-                    kept = rest_em.select(scored, cfg.learner.top_k, cfg.learner.min_gain)
+                    kept = rest_em.select(scored, cfg.learner.top_k, cfg.learner.min_gain, cfg.learner.min_advantage)
                     tracker.phase(r, f"learner: SFT on {len(kept)} self-edits", 1)
                     update = parts.learn([(s.prompt, s.self_edit) for s in kept], version + 1, cfg.seed + r)
                     if update is not None:

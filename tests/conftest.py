@@ -24,6 +24,7 @@ FAST_RUN = [
     "sampler.max_tokens=40",
     "inner.epochs=1",
     "learner.epochs=1",
+    "learner.min_advantage=null",  # keep a self-edit every round (the briefly trained model's rewards tie)
     "progress=false",
     "logger=disabled",
 ]
