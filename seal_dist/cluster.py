@@ -20,7 +20,9 @@ def ray_cluster(cfg: ResourcesConfig) -> Iterator[None]:
     """Joins the configured cluster, or starts a private local one, for the duration of the block."""
     env = {"env_vars": {"OMP_NUM_THREADS": str(cfg.torch_threads), "TOKENIZERS_PARALLELISM": "false"}}
     if cfg.address is None:
-        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False, runtime_env=env)
+        # The dashboard serves the state API that Ray Train's placement-group cleaner polls every second; without
+        # it each poll fails and logs a warning (and the cleaner cannot do its job).
+        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True, runtime_env=env)
     else:
         ray.init(address=cfg.address, runtime_env=env)
     try:

@@ -48,14 +48,14 @@ def evaluate(cfg: DictConfig) -> list[dict]:
             edits = {NO_UPDATE: {c.id: [None] for c in contexts}, PASSAGE: {c.id: [""] for c in contexts}}
             for name, version, path in policies(cfg.eval):
                 parts.use_sampler_policy(version, path)
-                tracker.phase(0, f"sampling self-edits: {name}", 1)
+                tracker.phase(None, f"sampling self-edits: {name}", 1)
                 sampled = parts.sample([task.prompt(c) for c in contexts], cfg.eval.samples, cfg.eval.temperature, cfg.seed)
                 edits[name] = dict(zip([c.id for c in contexts], sampled))
             if cfg.eval.self_edits_file is not None:
                 edits[f"file: {Path(cfg.eval.self_edits_file).stem}"] = file_self_edits(
                     cfg.eval.self_edits_file, contexts, cfg.eval.samples)
             jobs = eval_jobs(task, contexts, edits, cfg.eval.seeds)
-            records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), 0)
+            records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), None)
         finally:
             parts.shutdown()
             tracker.close()

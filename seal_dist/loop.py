@@ -120,8 +120,9 @@ def round_jobs(task, contexts, heldout, samples, r, version, cfg) -> list[tuple[
 
 
 def run_jobs(parts: Components, task: KnowledgeTask, contexts: dict[str, Context], run: RunDir, tracker, jobs,
-             records, r) -> list[dict]:
-    """Runs the jobs not already in `records` (a resumed round), recording each result as it arrives."""
+             records, r: int | None) -> list[dict]:
+    """Runs the jobs not already in `records` (a resumed round), recording each result as it arrives; `r`
+    labels the progress bar (None: not a training round)."""
     done = {rec["job_id"] for rec in records}
     todo = {job.job_id: (job, meta) for job, meta in jobs if job.job_id not in done}
     tracker.phase(r, "inner loop", len(jobs))

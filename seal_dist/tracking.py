@@ -23,16 +23,17 @@ class Tracker:
             config=config, id=_run_id(run_dir), resume="allow",
         )
         self.progress = Progress(
-            TextColumn("[bold]round {task.fields[round]}[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=self.console, disable=not show_progress,
         )
         self.progress.start()
         self._bar = None
 
-    def phase(self, round_: int, name: str, total: int) -> None:
+    def phase(self, round_: int | None, name: str, total: int) -> None:
+        """A new progress bar, labelled with its round (None: not part of a training round)."""
         if self._bar is not None:
             self.progress.remove_task(self._bar)
-        self._bar = self.progress.add_task(name, total=total, round=round_)
+        self._bar = self.progress.add_task(name if round_ is None else f"[bold]round {round_}[/] {name}", total=total)
 
     def advance(self, done: int) -> None:
         self.progress.update(self._bar, completed=done)
