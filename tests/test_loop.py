@@ -57,6 +57,17 @@ def test_run_directory_holds_config_summary_results_and_checkpoints(full_run):
     assert "rounds: 2" in (run_dir / "config.yaml").read_text()
 
 
+def test_a_round_that_keeps_no_self_edit_leaves_the_policy_as_it_was(tmp_path, model_cache, tiny_model):
+    # an advantage of 1.0 over the mean of two or more rewards in [0, 1] cannot be reached
+    cfg = fast_config(tmp_path, model_cache, "rounds=1", "learner.min_advantage=1.0")
+    summary = loop.train(cfg)
+    assert summary["rounds"][0]["kept"] == 0 and summary["rounds"][0]["learner_loss"] is None
+    assert summary["final"]["policy_version"] == 0
+    assert {r["policy_version"] for r in records(Path(cfg.run_dir))} == {0}
+    assert not (Path(cfg.run_dir) / "policy" / "v1").exists()
+    assert json.loads((Path(cfg.run_dir) / "checkpoint.json").read_text())["round"] == 1
+
+
 def test_wandb_offline_run_has_round_scalars_and_self_edit_table(full_run):
     cfg, run_dir, _ = full_run
     [offline] = (run_dir / "wandb").glob("offline-run-*")
