@@ -1,5 +1,6 @@
-"""Inner-loop throughput, side by side in one run: the plain inner loop in this process (one job at a time,
-as the reference implementation) against the Ray Train pool with 1 and with N workers, on the same jobs.
+"""Inner-loop throughput, side by side in one run: the sequential engine in this process (one job at a time,
+as the reference implementation) against the Ray Train pool (its configured engine, inner.engine and
+inner.adapters_per_step) with 1 and with N workers, on the same jobs.
 
     .venv/bin/python benchmarks/inner_throughput.py [--jobs 24] [--workers 2] [hydra overrides...]
 
@@ -16,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from seal_dist import config, models
 from seal_dist.cluster import ray_cluster
-from seal_dist.inner.lora_loop import InnerLoop
+from seal_dist.inner.sequential import SequentialEngine
 from seal_dist.inner.pool import InnerPool
 from seal_dist.tasks.knowledge import KnowledgeTask
 from seal_dist.train import CONF_DIR
@@ -36,10 +37,10 @@ def main() -> None:
     jobs = [task.make_job(f"b{i}", c, f"1. {c.text}", 0, seed=i) for i, c in enumerate(contexts)]
 
     torch.set_num_threads(cfg.resources.torch_threads)
-    loop = InnerLoop(model_path, cfg.model.dtype, "cpu", cfg.inner, cfg.task.max_answer_tokens, worker=0)
+    engine = SequentialEngine(models.load_model(model_path, cfg.model.dtype, "cpu"), models.load_tokenizer(model_path),
+                              cfg.inner, cfg.task.max_answer_tokens, worker=0)
     start = time.perf_counter()
-    for job in jobs:
-        loop.run(job)
+    engine.run(jobs)
     rates = {"in-process, 1 at a time": len(jobs) / (time.perf_counter() - start)}
 
     with ray_cluster(cfg.resources):

@@ -29,6 +29,11 @@ class Engine(str, Enum):
     hf = "hf"
 
 
+class InnerEngineKind(str, Enum):
+    batched = "batched"  # K adapters per forward/backward (seal_dist/inner/batched.py)
+    sequential = "sequential"  # one PEFT adapter at a time, as the reference (seal_dist/inner/sequential.py)
+
+
 class WandbMode(str, Enum):
     online = "online"
     offline = "offline"
@@ -121,6 +126,8 @@ class SamplerConfig:
 
 @dataclass
 class InnerConfig:
+    engine: InnerEngineKind = MISSING
+    adapters_per_step: int = MISSING  # jobs a worker leases and trains side by side (batched engine; 1: one at a time)
     num_workers: int = MISSING
     use_gpu: bool = MISSING
     max_failures: int = MISSING  # worker-group restarts before the run fails (leased jobs are redone)
@@ -208,7 +215,7 @@ def validate(cfg: DictConfig) -> None:
             f"learner.lora.r={cfg.learner.lora.r} exceeds sampler.max_lora_rank={cfg.sampler.max_lora_rank}"
         )
     for key in ("rounds", "contexts_per_round", "heldout_contexts", "sampler.num_samples", "sampler.num_engines",
-                "inner.repeats", "inner.num_workers"):
+                "inner.repeats", "inner.num_workers", "inner.adapters_per_step"):
         if OmegaConf.select(cfg, key) < 1:
             raise ValueError(f"{key} must be at least 1")
     for key, template, fields in (

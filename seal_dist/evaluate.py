@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from seal_dist import config, models
 from seal_dist.cluster import Components, ray_cluster
 from seal_dist.config import to_container
-from seal_dist.loop import run_jobs
+from seal_dist.loop import run_jobs, succeeded
 from seal_dist.rundir import RunDir
 from seal_dist.tasks.knowledge import Context, KnowledgeTask, parse_records
 from seal_dist.tracking import Tracker
@@ -113,11 +113,11 @@ def eval_jobs(task: KnowledgeTask, contexts: list[Context], edits: dict, seeds: 
 
 
 def summarize(records: list[dict], conditions: list[str]) -> list[dict]:
-    """One row per condition: mean accuracy over its updates, the spread (standard deviation) of the
-    per-seed means, the number of updates and of questions."""
+    """One row per condition: mean accuracy over its successful updates, the spread (standard deviation)
+    of the per-seed means, the number of updates and of questions."""
     rows = []
     for condition in conditions:
-        recs = [r for r in records if r["condition"] == condition]
+        recs = [r for r in succeeded(records) if r["condition"] == condition]
         per_seed = defaultdict(list)
         for r in recs:
             per_seed[r["repeat"]].append(r["reward"])

@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> dict:
                         state = {"round": r, "policy_version": update["version"], "policy_path": update["path"]}
                         parts.publish(update["version"], update["path"])
                     timing.lap("learn")
-                    row = round_row(r, version, scored, kept, update, heldout_accuracy(mine), timing.laps)
+                    row = round_row(r, version, mine, scored, kept, update, heldout_accuracy(mine), timing.laps)
                     summary["rounds"].append(row)
                     tracker.log_round(row, [vars(s) for s in scored])
                 run.save_summary(summary)
@@ -131,7 +131,8 @@ def run_jobs(parts: Components, task: KnowledgeTask, contexts: dict[str, Context
         batch = []
         for res in results:
             job, meta = todo[res.job_id]
-            batch.append({**meta, "job_id": res.job_id, "reward": task.score(contexts[meta["context_id"]], res.generations),
+            reward = None if res.error else task.score(contexts[meta["context_id"]], res.generations)
+            batch.append({**meta, "job_id": res.job_id, "reward": reward, "error": res.error,
                           "generations": list(res.generations), "loss_before": res.loss_before,
                           "loss_after": res.loss_after, "train_s": res.train_s, "eval_s": res.eval_s, "worker": res.worker})
         run.append_results(batch)
@@ -139,22 +140,29 @@ def run_jobs(parts: Components, task: KnowledgeTask, contexts: dict[str, Context
     return new
 
 
+def succeeded(records: list[dict]) -> list[dict]:
+    """The records of jobs that did not fail (a failed update has no reward and is never selected)."""
+    return [rec for rec in records if rec["error"] is None]
+
+
 def score_self_edits(records: list[dict], prompts: dict[str, str]) -> list[rest_em.Scored]:
-    baseline = {rec["context_id"]: rec["reward"] for rec in records if rec["split"] == "train" and rec["sample"] < 0}
+    """Each training self-edit's mean reward over its successful repeats, beside its context's baseline."""
+    train = [rec for rec in succeeded(records) if rec["split"] == "train"]
+    baseline = {rec["context_id"]: rec["reward"] for rec in train if rec["sample"] < 0}
     rewards = defaultdict(list)
-    for rec in records:
-        if rec["split"] == "train" and rec["sample"] >= 0:
+    for rec in train:
+        if rec["sample"] >= 0 and rec["context_id"] in baseline:
             rewards[(rec["context_id"], rec["sample"], rec["self_edit"])].append(rec["reward"])
     return [rest_em.Scored(ctx, k, prompts[ctx], edit, mean(rs), baseline[ctx]) for (ctx, k, edit), rs in sorted(rewards.items())]
 
 
 def heldout_accuracy(records: list[dict]) -> dict:
-    held = [rec for rec in records if rec["split"] == "heldout"]
+    held = [rec for rec in succeeded(records) if rec["split"] == "heldout"]
     return {"heldout_baseline": mean(rec["reward"] for rec in held if rec["sample"] < 0),
             "heldout_accuracy": mean(rec["reward"] for rec in held if rec["sample"] >= 0)}
 
 
-def round_row(r, version, scored, kept, update, heldout_stats, timing) -> dict:
+def round_row(r, version, records, scored, kept, update, heldout_stats, timing) -> dict:
     best = defaultdict(float)
     for s in scored:
         best[s.context_id] = max(best[s.context_id], s.reward)
@@ -164,5 +172,6 @@ def round_row(r, version, scored, kept, update, heldout_stats, timing) -> dict:
         "reward_max": mean(best.values()),  # mean over contexts of the best self-edit's reward
         "baseline_mean": mean({s.context_id: s.baseline for s in scored}.values()),
         "kept": len(kept), "learner_loss": update["loss"] if update else None,
+        "failed_jobs": sum(1 for rec in records if rec["error"] is not None),
         **heldout_stats, "timing_s": timing,
     }

@@ -1,32 +1,48 @@
-"""Torch building blocks shared by pretraining, the inner loop, the learner and the HF sampler:
-tokenising prompt/completion pairs, padded batches, epochs of training, mean loss and batched generation."""
+"""Torch building blocks shared by pretraining, the inner-loop engines, the learner and the HF sampler:
+tokenising prompt/completion pairs, padded batches, the order of epochs, training, mean loss, batched
+generation and PEFT LoRA configs. No Hydra or Ray: the GPU benchmark imports this on a bare machine."""
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import peft
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from seal_dist.config import LoraConfig
+
+
+MAX_GRAD_NORM = 1.0  # gradient-norm clipping of every fine-tune (torch's clip_grad_norm_ formula)
+NO_LOSS = -100  # the label of a token that carries no loss
 
 
 @dataclass(frozen=True)
 class Example:
-    prompt: str  # context, no loss
+    prompt: str  # context (no loss, unless a job trains on all tokens)
     completion: str  # trained on; an EOS token is appended
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 on the prompt), truncated to max_len."""
+def lora_config(cfg: "LoraConfig") -> peft.LoraConfig:
+    return peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                           target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int,
+           loss_on_prompt: bool = False) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 on the prompt unless loss_on_prompt), truncated to max_len."""
     prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
     completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = (prompt + completion)[:max_len]
-    labels = ([-100] * len(prompt) + completion)[:max_len]
+    labels = ((prompt if loss_on_prompt else [NO_LOSS] * len(prompt)) + completion)[:max_len]
     return ids, labels
 
 
 def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device) -> dict:
     width = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    labels = torch.full((len(encoded), width), NO_LOSS, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     for row, (ids, lab) in enumerate(encoded):
         input_ids[row, : len(ids)] = torch.tensor(ids)
@@ -35,10 +51,30 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: tor
     return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
-def batches(encoded: list, batch_size: int, rng: random.Random) -> list[list]:
-    order = list(range(len(encoded)))
-    rng.shuffle(order)
-    return [[encoded[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy at every labelled position (in at least float32, as transformers computes
+    it, but float64 stays float64), and the row of each of those positions."""
+    targets = labels[:, 1:]
+    rows, cols = (targets != NO_LOSS).nonzero(as_tuple=True)
+    scores = logits[:, :-1][rows, cols]
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    return torch.nn.functional.cross_entropy(scores, targets[rows, cols], reduction="none"), rows
+
+
+def causal_lm_loss(model: PreTrainedModel, batch: dict) -> torch.Tensor:
+    """The batch's mean next-token loss over its labelled tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return token_losses(logits, batch["labels"])[0].mean()
+
+
+def epoch_batches(encoded: list, epochs: int, batch_size: int, seed: int) -> list[list]:
+    """Every step's mini-batch, in order: each epoch a fresh seeded shuffle cut into batches."""
+    rng, steps = random.Random(seed), []
+    for _ in range(epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        steps += [[encoded[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    return steps
 
 
 def train_epochs(
@@ -51,33 +87,34 @@ def train_epochs(
     max_len: int,
     seed: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    loss_on_prompt: bool = False,
 ) -> list[float]:
     """Trains for whole epochs over shuffled mini-batches; returns each step's loss."""
     model.train()
-    encoded = [encode(tokenizer, ex, max_len) for ex in examples]
-    rng, losses = random.Random(seed), []
-    for _ in range(epochs):
-        for batch in batches(encoded, batch_size, rng):
-            loss = model(**collate(batch, tokenizer.pad_token_id, model.device)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+    encoded = [encode(tokenizer, ex, max_len, loss_on_prompt) for ex in examples]
+    losses = []
+    for batch in epoch_batches(encoded, epochs, batch_size, seed):
+        loss = causal_lm_loss(model, collate(batch, tokenizer.pad_token_id, model.device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], MAX_GRAD_NORM)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
     return losses
 
 
 @torch.no_grad()
-def mean_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_len: int) -> float:
+def mean_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_len: int,
+              loss_on_prompt: bool = False) -> float:
     """Token-weighted mean loss over the examples."""
     model.eval()
     total, tokens = 0.0, 0
-    for ids, labels in (encode(tokenizer, ex, max_len) for ex in examples):
+    for ids, labels in (encode(tokenizer, ex, max_len, loss_on_prompt) for ex in examples):
         batch = collate([(ids, labels)], tokenizer.pad_token_id, model.device)
-        n = sum(1 for t in labels[1:] if t != -100)
-        total += model(**batch).loss.item() * n
+        n = sum(1 for t in labels[1:] if t != NO_LOSS)
+        total += causal_lm_loss(model, batch).item() * n
         tokens += n
     return total / max(tokens, 1)
 

@@ -41,7 +41,8 @@ def compose_config(*overrides: str):
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("models"))
+    """Where the session builds its tiny model; SEAL_DIST_TEST_MODELS=<dir> keeps it between sessions."""
+    return os.environ.get("SEAL_DIST_TEST_MODELS") or str(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

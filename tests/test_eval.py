@@ -10,8 +10,9 @@ from seal_dist.tasks.knowledge import KnowledgeTask, load_file
 from tests.conftest import FAST_RUN, compose_config, shared_file
 
 
-def rec(condition, context, seed, reward, questions=4):
-    return {"condition": condition, "context_id": context, "repeat": seed, "reward": reward, "questions": questions}
+def rec(condition, context, seed, reward, questions=4, error=None):
+    return {"condition": condition, "context_id": context, "repeat": seed, "reward": reward, "questions": questions,
+            "error": error}
 
 
 def test_summary_rows_have_known_values():
@@ -19,6 +20,7 @@ def test_summary_rows_have_known_values():
         rec("no update", "a", 0, 0.25), rec("no update", "b", 0, 0.75, questions=2),
         rec("policy", "a", 0, 1.0), rec("policy", "b", 0, 0.5, questions=2),
         rec("policy", "a", 1, 0.5), rec("policy", "b", 1, 0.0, questions=2),
+        rec("policy", "b", 2, None, questions=2, error="non-finite training loss at step 3"),  # not counted
     ]
     rows = summarize(records, ["no update", "policy"])
     assert rows[0] == {"update": "no update", "accuracy": 0.5, "spread": 0.0, "updates": 2, "questions": 6}
@@ -36,7 +38,7 @@ def test_eval_jobs_repeat_updates_per_seed_but_not_the_baseline():
     counts = {name: sum(1 for _, m in jobs if m["condition"] == name) for name in edits}
     assert counts == {"no update": 2, "passage only": 6, "policy": 12}
     assert len({j.job_id for j, _ in jobs}) == len(jobs)
-    assert all(j.train_texts == () for j, m in jobs if m["condition"] == "no update")
+    assert all(j.examples == () for j, m in jobs if m["condition"] == "no update")
 
 
 def test_charts_are_written(tmp_path):

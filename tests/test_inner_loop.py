@@ -1,12 +1,15 @@
-"""The inner loop and the policy learner on one device, without Ray: real PEFT adapters on the tiny model."""
+"""The inner loop (the batched engine, the default) and the policy learner on one device, without Ray: real
+adapters on the tiny model."""
 
 import pytest
 import torch
 
+from seal_dist.inner.batched import BatchedEngine
 from seal_dist.inner.job import InnerJob
-from seal_dist.inner.lora_loop import InnerLoop
 from seal_dist.learner.sft import PolicyTrainer
+from seal_dist.models import load_model, load_tokenizer
 from seal_dist.tasks.knowledge import KnowledgeTask
+from seal_dist.training import Example
 from tests.conftest import fast_config
 
 ALL_PROJECTIONS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
@@ -19,15 +22,30 @@ def setup(tmp_path_factory, model_cache, tiny_model):
                       "inner.lora.r=8", "inner.lora.alpha=16",
                       f"inner.lora.target_modules={ALL_PROJECTIONS}", "learner.epochs=10", "learner.lr=1e-2")
     task = KnowledgeTask(cfg.task)
-    loop = InnerLoop(tiny_model, "float32", "cpu", cfg.inner, cfg.task.max_answer_tokens, worker=0)
-    return cfg, task, loop
+    engine = BatchedEngine(load_model(tiny_model, "float32", "cpu"), load_tokenizer(tiny_model), cfg.inner,
+                           cfg.task.max_answer_tokens, worker=0)
+    return cfg, task, Loop(engine)
+
+
+class Loop:
+    """One job at a time through the engine."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def run(self, job: InnerJob):
+        [result] = self.engine.run([job])
+        return result
+
+    def set_policy(self, version: int, path: str | None) -> None:
+        self.engine.set_policy(version, path)
 
 
 def learnable_job(task, ctx, job_id="learn") -> InnerJob:
     """A job whose training texts are its own questions (sentences to complete) completed by their answers."""
     prompts = task.eval_prompts(ctx)
-    texts = tuple(f"{p} {q.answer}." for p, q in zip(prompts, ctx.questions))
-    return InnerJob(job_id, 0, texts, prompts, seed=5)
+    examples = tuple(Example("", f"{p} {q.answer}.") for p, q in zip(prompts, ctx.questions))
+    return InnerJob(job_id, 0, examples, True, prompts, 5, None, None)
 
 
 def test_lora_update_lowers_loss_and_raises_score(setup):
@@ -57,12 +75,12 @@ def test_policy_versions_change_the_model_that_jobs_update(setup, tiny_model, tm
     trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=2)
     first = trainer.update([(prompt, target)] * 4, version=1, seed=0)
     assert first["version"] == 1 and first["path"] == str(tmp_path / "v1")
-    base_job = InnerJob("p0", 0, (), (prompt,), seed=1)
+    base_job = InnerJob("p0", 0, (), True, (prompt,), 1, None, None)
     base_out = loop.run(base_job).generations
     loop.set_policy(1, first["path"])
     with pytest.raises(RuntimeError, match="worker holds v1"):
         loop.run(base_job)
-    policy_out = loop.run(InnerJob("p1", 1, (), (prompt,), seed=1)).generations
+    policy_out = loop.run(InnerJob("p1", 1, (), True, (prompt,), 1, None, None)).generations
     assert policy_out != base_out and "Tokyo" in policy_out[0]
     loop.set_policy(0, None)
     assert loop.run(base_job).generations == base_out

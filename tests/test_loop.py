@@ -16,7 +16,7 @@ from seal_dist import loop
 from tests.conftest import FAST, REPO, fast_config
 
 ROUND_KEYS = {"round", "policy_version", "reward_mean", "reward_max", "baseline_mean", "kept", "learner_loss",
-              "heldout_baseline", "heldout_accuracy", "timing_s"}
+              "heldout_baseline", "heldout_accuracy", "failed_jobs", "timing_s"}
 
 
 def expected_records(cfg) -> int:

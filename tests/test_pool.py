@@ -1,8 +1,9 @@
-"""The inner-loop pool on a local Ray cluster with logical GPUs: one worker per GPU, dynamic dispatch, and a
-worker killed mid-run whose leased job is redone without duplicating any result."""
+"""The inner-loop pool on a local Ray cluster with logical GPUs: one worker per GPU, dynamic dispatch of K
+jobs a lease, and a worker killed mid-run whose K leased jobs are all redone without duplicating any result."""
 
 import os
 import signal
+from collections import Counter
 
 import ray
 
@@ -12,7 +13,8 @@ from tests.conftest import fast_config
 
 
 def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_path, model_cache, tiny_model):
-    cfg = fast_config(tmp_path, model_cache, "inner.use_gpu=true", "inner.num_workers=2", "inner.epochs=10")
+    cfg = fast_config(tmp_path, model_cache, "inner.use_gpu=true", "inner.num_workers=2", "inner.epochs=10",
+                      "inner.adapters_per_step=3")
     task = KnowledgeTask(cfg.task)
     contexts = task.load("train")[:12]
     jobs = [task.make_job(f"job-{i}", ctx, "1. A fact.\n2. Another fact.", 0, seed=i) for i, ctx in enumerate(contexts)]
@@ -24,12 +26,15 @@ def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_pat
         if killed is None:
             workers = ray.get(pool.board.workers.remote())
             assert sorted(w["gpu_ids"][0] for w in workers.values()) == [0, 1]  # one logical GPU each
-            victim = max(ray.get(pool.board.leases.remote()).values())  # a worker in the middle of a job
-            killed = {"rank": victim, **workers[victim]}
+            leases = ray.get(pool.board.leases.remote())
+            victim, held = Counter(leases.values()).most_common(1)[0]  # a worker in the middle of its K jobs
+            assert held == 3
+            killed = {"rank": victim, "jobs": [j for j, w in leases.items() if w == victim], **workers[victim]}
             os.kill(killed["pid"], signal.SIGKILL)  # a real worker death, mid-job
     after = ray.get(pool.board.workers.remote())
     pool.shutdown()
-    assert sorted(r.job_id for r in results) == sorted(j.job_id for j in jobs)
+    assert sorted(r.job_id for r in results) == sorted(j.job_id for j in jobs)  # each exactly once
+    assert all(r.error is None for r in results) and set(killed["jobs"]) <= {r.job_id for r in results}
     restarted = after[killed["rank"]]
     assert restarted["generation"] == killed["generation"] + 1 and restarted["pid"] != killed["pid"]
     assert all(len(r.generations) == len(ctx.questions) for r, ctx in

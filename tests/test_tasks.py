@@ -116,8 +116,8 @@ def test_seal_reference_files_parse_into_jobs(task, name):
     ctx, rec = contexts[0], records[0]
     self_edit = rec["completions"][0] if "completions" in rec else ""
     job = task.make_job("j", ctx, self_edit, policy_version=0, seed=1)
-    assert job.train_texts[-1] == f"{ctx.title}\n{ctx.text}"
-    assert all(t.startswith(ctx.title + "\n") for t in job.train_texts)
+    assert job.examples[-1].completion == f"{ctx.title}\n{ctx.text}"
+    assert all(ex.completion.startswith(ctx.title + "\n") for ex in job.examples)
     assert len(job.eval_prompts) == len(rec["questions"])
 
 

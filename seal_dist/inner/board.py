@@ -1,7 +1,8 @@
 """The job board: one async Ray actor that hands inner-loop jobs to workers and collects their results.
 
-Jobs are leased: a lease held by a worker that restarts is handed out again, and results are keyed by job
-id, so a repeated job is harmless.
+Jobs are leased, up to a worker's number of adapters at a time (consecutive jobs of one policy version):
+every lease held by a worker that restarts is handed out again, and results are keyed by job id, so a
+repeated job is harmless.
 """
 
 import asyncio
@@ -36,23 +37,29 @@ class JobBoard:
         self._queue.extend(j for j in jobs if j.job_id not in self._done)
         await self._notify()
 
-    async def lease(self, worker: int, generation: int) -> tuple[InnerJob, str | None] | None:
-        """The next job and its policy adapter; waits for one; None once the board is closed or when the
-        caller is a stale incarnation of its worker (a dead process's call still pending here)."""
+    async def lease(self, worker: int, generation: int, max_jobs: int) -> tuple[list[InnerJob], str | None] | None:
+        """Up to `max_jobs` next jobs, all of the first one's policy version, and that policy's adapter; waits
+        for one; None once the board is closed or when the caller is a stale incarnation of its worker (a
+        dead process's call still pending here)."""
         async with self._changed:
             stale = lambda: self._generation[worker] != generation  # noqa: E731
             await self._changed.wait_for(lambda: self._queue or self._closed or stale())
             if self._closed or stale():
                 return None
-            job = self._queue.popleft()
-            self._leases[job.job_id] = (worker, job)
-            return job, self._policies[job.policy_version]
+            jobs = [self._queue.popleft()]
+            version = jobs[0].policy_version
+            while self._queue and len(jobs) < max_jobs and self._queue[0].policy_version == version:
+                jobs.append(self._queue.popleft())
+            for job in jobs:
+                self._leases[job.job_id] = (worker, job)
+            return jobs, self._policies[version]
 
-    async def complete(self, result: InnerResult) -> None:
-        self._leases.pop(result.job_id, None)
-        if result.job_id not in self._done:
-            self._done.add(result.job_id)
-            self._results[result.job_id] = result
+    async def complete(self, results: list[InnerResult]) -> None:
+        for result in results:
+            self._leases.pop(result.job_id, None)
+            if result.job_id not in self._done:
+                self._done.add(result.job_id)
+                self._results[result.job_id] = result
         await self._notify()
 
     async def register(self, worker: int, info: dict) -> int:

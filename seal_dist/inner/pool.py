@@ -10,27 +10,33 @@ import ray.train
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer, get_device
 
+from seal_dist.config import InnerEngineKind
 from seal_dist.inner.board import JobBoard
 from seal_dist.inner.job import InnerJob, InnerResult
 
 
 def worker_loop(config: dict) -> None:
-    """Runs on every Train worker: lease a job, switch to its policy version if needed, run it, report."""
+    """Runs on every Train worker: lease up to K jobs, switch to their policy version if needed, run them
+    together, report."""
     import torch
 
-    from seal_dist.inner.lora_loop import InnerLoop
+    from seal_dist.inner.batched import BatchedEngine
+    from seal_dist.inner.engine import run_isolating_failures
+    from seal_dist.inner.sequential import SequentialEngine
+    from seal_dist.models import load_model, load_tokenizer
 
     torch.set_num_threads(config["torch_threads"])
-    rank = ray.train.get_context().get_world_rank()
-    board = config["board"]
+    rank, board, inner = ray.train.get_context().get_world_rank(), config["board"], config["inner"]
     device = str(get_device()) if torch.cuda.is_available() else "cpu"  # logical GPUs on a CPU machine
-    loop = InnerLoop(config["model_path"], config["dtype"], device, config["inner"], config["max_answer_tokens"], rank)
+    engine_class = {InnerEngineKind.batched: BatchedEngine, InnerEngineKind.sequential: SequentialEngine}[inner.engine]
+    engine = engine_class(load_model(config["model_path"], config["dtype"], device), load_tokenizer(config["model_path"]),
+                          inner, config["max_answer_tokens"], rank)
     info = {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "device": device}
     generation = ray.get(board.register.remote(rank, info))  # requeues what a previous incarnation had leased
-    while (lease := ray.get(board.lease.remote(rank, generation))) is not None:
-        job, adapter_path = lease
-        loop.set_policy(job.policy_version, adapter_path)
-        ray.get(board.complete.remote(loop.run(job)))
+    while (lease := ray.get(board.lease.remote(rank, generation, inner.adapters_per_step))) is not None:
+        jobs, adapter_path = lease
+        engine.set_policy(jobs[0].policy_version, adapter_path)
+        ray.get(board.complete.remote(run_isolating_failures(engine, jobs, rank)))
 
 
 class InnerPool:

@@ -8,8 +8,8 @@ import peft
 import torch
 
 from seal_dist.config import LearnerConfig
-from seal_dist.models import load_model, load_tokenizer, lora_config
-from seal_dist.training import Example, train_epochs
+from seal_dist.models import load_model, load_tokenizer
+from seal_dist.training import Example, lora_config, train_epochs
 
 
 class PolicyTrainer:

@@ -5,9 +5,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-import peft
-
-from seal_dist.config import LoraConfig, ModelConfig, TaskConfig
+from seal_dist.config import ModelConfig, TaskConfig
 from seal_dist.models import tiny
 
 
@@ -26,11 +24,6 @@ def load_tokenizer(path: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def lora_config(cfg: LoraConfig) -> peft.LoraConfig:
-    return peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                           target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
 
 
 def load_model(path: str, dtype: str, device: str) -> PreTrainedModel:

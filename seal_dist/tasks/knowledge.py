@@ -10,6 +10,7 @@ from pathlib import Path
 from seal_dist.config import AnswerSpan, Metric, TaskConfig
 from seal_dist.inner.job import InnerJob
 from seal_dist.tasks import grading, synthetic
+from seal_dist.training import Example
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,16 @@ class KnowledgeTask:
         )
 
     def make_job(self, job_id: str, ctx: Context, self_edit: str | None, policy_version: int, seed: int) -> InnerJob:
+        """One update on the self-edit's sequences, each trained whole, at the inner loop's lr and epochs."""
         return InnerJob(
             job_id=job_id,
             policy_version=policy_version,
-            train_texts=self.training_texts(ctx, self_edit),
+            examples=tuple(Example("", text) for text in self.training_texts(ctx, self_edit)),
+            loss_on_prompt=True,
             eval_prompts=self.eval_prompts(ctx),
             seed=seed,
+            lr=None,
+            epochs=None,
         )
 
     def score(self, ctx: Context, generations: tuple[str, ...]) -> float:

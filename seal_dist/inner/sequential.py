@@ -1,0 +1,78 @@
+"""The reference's inner loop on one device, in plain torch/transformers/peft (no Ray): the current policy
+stays resident, and each job in turn trains a fresh PEFT LoRA adapter and the adapted model answers its
+prompts. The batched engine (`batched.py`) must give the same results; this one is its yardstick."""
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import peft
+import torch
+
+from seal_dist.inner.engine import check_policy
+from seal_dist.inner.job import InnerJob, InnerResult, failed
+from seal_dist.training import generate, lora_config, mean_loss, train_epochs
+
+if TYPE_CHECKING:
+    from seal_dist.config import InnerConfig
+
+INNER, POLICY = "inner", "policy"
+
+
+class SequentialEngine:
+    def __init__(self, model, tokenizer, cfg: "InnerConfig", max_answer_tokens: int, worker: int):
+        self.cfg, self.tokenizer, self.max_answer_tokens, self.worker = cfg, tokenizer, max_answer_tokens, worker
+        self.model = peft.get_peft_model(model, lora_config(cfg.lora), adapter_name=INNER)
+        self.policy_version = 0  # version 0 is the base model itself
+
+    def set_policy(self, version: int, adapter_path: str | None) -> None:
+        if version == self.policy_version:
+            return
+        if POLICY in self.model.peft_config:
+            self.model.delete_adapter(POLICY)
+        if adapter_path is not None:
+            self.model.load_adapter(adapter_path, adapter_name=POLICY, is_trainable=False)
+        self.policy_version = version
+
+    def _fresh_adapter(self, seed: int) -> list[torch.nn.Parameter]:
+        """Re-initialises the inner adapter (B = 0, so the model equals the policy) and activates it on top
+        of the policy; returns its parameters, the only trainable ones."""
+        torch.manual_seed(seed)
+        for module in self.model.modules():
+            if isinstance(module, peft.tuners.lora.LoraLayer) and INNER in module.lora_A:
+                module.reset_lora_parameters(INNER, init_lora_weights=True)
+        active = [INNER, POLICY] if POLICY in self.model.peft_config else [INNER]
+        self.model.base_model.set_adapter(active)
+        params = []
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(f".{INNER}." in name)
+            if p.requires_grad:
+                params.append(p)
+        return params
+
+    def run(self, jobs: list[InnerJob]) -> list[InnerResult]:
+        check_policy(jobs, self.policy_version)
+        return [self._run(job) for job in jobs]
+
+    def _run(self, job: InnerJob) -> InnerResult:
+        start = time.perf_counter()
+        params = self._fresh_adapter(job.seed)
+        lr, epochs = job.schedule(self.cfg.lr, self.cfg.epochs)
+        loss_before = loss_after = None
+        if job.examples and epochs > 0:
+            examples, length = list(job.examples), self.cfg.max_seq_len
+            loss_before = mean_loss(self.model, self.tokenizer, examples, length, job.loss_on_prompt)
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+            total = epochs * math.ceil(len(examples) / self.cfg.batch_size)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total)
+            losses = train_epochs(self.model, self.tokenizer, examples, optimizer, epochs, self.cfg.batch_size,
+                                  length, job.seed, schedule, job.loss_on_prompt)
+            bad = next((step for step, loss in enumerate(losses) if not math.isfinite(loss)), None)
+            if bad is not None:
+                return failed(job, self.worker, f"non-finite training loss at step {bad}")
+            loss_after = mean_loss(self.model, self.tokenizer, examples, length, job.loss_on_prompt)
+        trained = time.perf_counter()
+        generations = generate(self.model, self.tokenizer, list(job.eval_prompts), self.max_answer_tokens,
+                               self.cfg.eval_batch_size, temperature=0.0, top_p=1.0)
+        return InnerResult(job.job_id, tuple(generations), loss_before, loss_after,
+                           trained - start, time.perf_counter() - trained, self.worker, None)

@@ -1,0 +1,113 @@
+"""The batched inner-loop engine against K separate runs of the sequential (PEFT) engine: in float64 with
+eager attention the final adapter weights agree to 1e-6 relative, the losses to 1e-9 and the greedy answers
+are identical, for jobs of different
+lengths, learning rates, epochs and loss masks, on the base model and on a policy adapter; a job that
+diverges fails alone and the others' results are kept."""
+
+import peft
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from seal_dist.inner.batched import BatchedEngine
+from seal_dist.inner.engine import run_isolating_failures
+from seal_dist.inner.job import InnerJob
+from seal_dist.inner.sequential import INNER, SequentialEngine
+from seal_dist.models import load_tokenizer
+from seal_dist.tasks.knowledge import KnowledgeTask
+from seal_dist.training import Example, lora_config
+from tests.conftest import fast_config
+
+ALL_PROJECTIONS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, model_cache, tiny_model):
+    torch.set_num_threads(2)
+    cfg = fast_config(tmp_path_factory.mktemp("batched"), model_cache, "inner.lora.r=4", "inner.lora.alpha=8",
+                      f"inner.lora.target_modules={ALL_PROJECTIONS}", "inner.batch_size=2", "inner.epochs=2",
+                      "inner.lr=1e-2", "inner.adapters_per_step=5", "inner.eval_batch_size=6")
+    return cfg, KnowledgeTask(cfg.task), load_tokenizer(tiny_model)
+
+
+def model(path: str, dtype: torch.dtype):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager")
+
+
+def jobs_of_every_shape(task, version: int = 0) -> list[InnerJob]:
+    """Five jobs: a baseline (no update), and updates of 1 to 5 examples with their own lr, epochs and loss
+    masks, so that they finish after different numbers of steps (odd counts leave a short last batch)."""
+    ctxs = task.load("heldout")[:5]
+    prompts = [task.eval_prompts(c) for c in ctxs]
+    whole = [Example("", f"{p} {q.answer}.") for p, q in zip(prompts[1], ctxs[1].questions)]
+    pairs = [Example(p, f" {q.answer}.") for p, q in zip(prompts[2], ctxs[2].questions)]
+    return [
+        InnerJob("baseline", version, (), True, prompts[0], 11, None, None),
+        InnerJob("long", version, tuple(whole[:5]), True, prompts[1], 12, None, None),  # inner.lr, 2 epochs
+        InnerJob("pairs", version, tuple(pairs[:3]), False, prompts[2][:2], 13, 3e-2, 3),  # completion-only loss
+        InnerJob("one", version, tuple(whole[:1]), True, prompts[3], 14, 5e-3, 1),
+        InnerJob("zero-epochs", version, tuple(whole[:2]), True, prompts[4], 15, None, 0),
+    ]
+
+
+def sequential_weights(engine: SequentialEngine) -> list[torch.Tensor]:
+    return [t.detach().clone() for m in engine.model.modules() if isinstance(m, peft.tuners.lora.LoraLayer)
+            for t in (m.lora_A[INNER].weight, m.lora_B[INNER].weight)]
+
+
+def batched_weights(engine: BatchedEngine, i: int) -> list[torch.Tensor]:
+    return [t[i].detach().clone() for layer in engine.layers for t in (layer.A, layer.B)]
+
+
+def compare(cfg, tokenizer, path, jobs, policy: str | None):
+    sequential = SequentialEngine(model(path, torch.float64), tokenizer, cfg.inner, cfg.task.max_answer_tokens, 0)
+    batched = BatchedEngine(model(path, torch.float64), tokenizer, cfg.inner, cfg.task.max_answer_tokens, 0)
+    if policy is not None:
+        sequential.set_policy(1, policy)
+        batched.set_policy(1, policy)
+    expected = []
+    for job in jobs:
+        expected.append((sequential.run([job])[0], sequential_weights(sequential)))
+    results = batched.run(jobs)
+    assert [r.job_id for r in results] == [j.job_id for j in jobs]
+    for i, (result, (want, weights)) in enumerate(zip(results, expected)):
+        assert result.error is None and result.generations == want.generations, result.job_id
+        for key in ("loss_before", "loss_after"):
+            got, ref = getattr(result, key), getattr(want, key)
+            assert (got is None) == (ref is None) and (ref is None or got == pytest.approx(ref, rel=1e-9)), key
+        for got, ref in zip(batched_weights(batched, i), weights, strict=True):
+            assert (got - ref).norm() <= 1e-6 * max(ref.norm(), 1e-12), result.job_id
+    return results
+
+
+def test_batched_engine_equals_sequential_runs(setup, tiny_model):
+    cfg, task, tokenizer = setup
+    results = compare(cfg, tokenizer, tiny_model, jobs_of_every_shape(task), policy=None)
+    by_id = {r.job_id: r for r in results}
+    assert by_id["baseline"].loss_before is None and by_id["zero-epochs"].loss_after is None
+    assert by_id["long"].loss_after < by_id["long"].loss_before  # the updates really trained
+
+
+def test_batched_engine_equals_sequential_runs_on_a_policy_adapter(setup, tiny_model, tmp_path):
+    cfg, task, tokenizer = setup
+    torch.manual_seed(0)
+    policy_cfg = lora_config(cfg.learner.lora)
+    policy_cfg.init_lora_weights = False  # a non-zero adapter, so the policy differs from the base model
+    policy_cfg.target_modules = {"q_proj", "v_proj", "down_proj"}  # some layers with both adapters, some not
+    peft.get_peft_model(model(tiny_model, torch.float64), policy_cfg).save_pretrained(str(tmp_path / "policy"))
+    compare(cfg, tokenizer, tiny_model, jobs_of_every_shape(task, version=1), policy=str(tmp_path / "policy"))
+
+
+def test_a_diverging_job_fails_alone_and_the_others_are_kept(setup, tiny_model):
+    cfg, task, tokenizer = setup
+    jobs = jobs_of_every_shape(task)[1:4]
+    diverging = InnerJob("diverging", 0, jobs[0].examples, True, jobs[0].eval_prompts, 16, 1e38, 2)
+    engine = BatchedEngine(model(tiny_model, torch.float32), tokenizer, cfg.inner, cfg.task.max_answer_tokens, 0)
+    alone = engine.run(jobs)
+    results = run_isolating_failures(engine, [jobs[0], diverging, *jobs[1:]], worker=0)
+    assert [r.job_id for r in results] == ["long", "diverging", "pairs", "one"]
+    bad = results[1]
+    assert bad.error.startswith("non-finite") and bad.generations == ()
+    for want, got in zip(alone, [results[0], *results[2:]]):
+        assert got.error is None and got.generations == want.generations
+        assert got.loss_after == pytest.approx(want.loss_after, rel=1e-5)
