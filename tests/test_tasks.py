@@ -6,7 +6,8 @@ import re
 import pytest
 
 from seal_dist.tasks import grading, synthetic
-from seal_dist.tasks.knowledge import DataError, KnowledgeTask, load_file, self_edit_segments
+from seal_dist.tasks.knowledge import DataError, KnowledgeTask, load_file
+from seal_dist.tasks.segments import self_edit_segments
 from tests.conftest import compose_config, shared_file
 
 

@@ -31,7 +31,8 @@ Encoded = tuple[list[int], list[int]]  # token ids and labels of one example
 
 class StackedLoRA(nn.Module):
     """A linear layer (or a PEFT layer holding the policy's adapter) plus K stacked LoRA adapters; the
-    adapters in `window` apply to the input's row groups, in order (None: none apply).
+    adapters in `window` (a slice or an index tensor) apply to the input's row groups, in order (None: none
+    apply), so that a batch holds only the adapters that still train.
 
     A (K x r x in) and B (K x out x r) are views of columns of the engine's one (K x N) tensor of every
     layer's adapters, so that the optimiser updates all layers of all adapters in a few operations."""
@@ -45,7 +46,7 @@ class StackedLoRA(nn.Module):
         self.B = nn.Parameter(weights[:, a_end : a_end + out_features * r].view(-1, out_features, r))
         self.scale = alpha / r
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.window: slice | None = None
+        self.window: slice | torch.Tensor | None = None
 
     @staticmethod
     def size(base: nn.Module, r: int) -> int:
@@ -138,7 +139,7 @@ class BatchedEngine:
         self._install()
         self.policy_version = version
 
-    def _window(self, window: slice | None) -> None:
+    def _window(self, window: slice | torch.Tensor | None) -> None:
         for layer in self.layers:
             layer.window = window
 
@@ -162,7 +163,6 @@ class BatchedEngine:
         schedules = [job.schedule(cfg.lr, cfg.epochs) for job in jobs]
         plans = [epoch_batches(d, epochs, cfg.batch_size, job.seed) if d else [] for d, job, (_, epochs)
                  in zip(data, jobs, schedules)]
-        self._window(slice(0, k))
         try:
             trains = [bool(plan) for plan in plans]
             loss_before = self._mean_losses(data, trains)
@@ -178,9 +178,10 @@ class BatchedEngine:
                             (done - trained) * per_job, self.worker, None)
                 for i, (job, error) in enumerate(zip(jobs, errors))]
 
-    def _losses(self, rows: list[list[Encoded]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed token loss and token count per adapter for one adapter-major batch (adapter i's examples
-        in rows[i]; a shorter group is filled with examples that carry no loss)."""
+    def _losses(self, adapters: list[int], rows: list[list[Encoded]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed token loss and token count of each of `adapters` for one adapter-major batch (their
+        examples in rows, in order; a shorter group is filled with examples that carry no loss)."""
+        self._window(torch.tensor(adapters, device=self.weights.device))
         k, m = len(rows), max(1, max(len(r) for r in rows))
         pad = self.tokenizer.pad_token_id
         filled = [r + [([pad], [NO_LOSS])] * (m - len(r)) for r in rows]
@@ -198,8 +199,10 @@ class BatchedEngine:
         k = len(data)
         sums, counts = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.long)
         for j in range(max((len(d) for d, w in zip(data, which) if w), default=0)):
-            s, c = self._losses([[d[j]] if w and j < len(d) else [] for d, w in zip(data, which)])
-            sums, counts = sums + s.double().cpu(), counts + c.cpu()
+            adapters = [i for i in range(k) if which[i] and j < len(data[i])]
+            s, c = self._losses(adapters, [[data[i][j]] for i in adapters])
+            sums[adapters] += s.double().cpu()
+            counts[adapters] += c.cpu()
         return [(sums[i] / counts[i]).item() if which[i] else None for i in range(k)]
 
     def _train(self, plans: list[list[list[Encoded]]], lrs: list[float]) -> list[str | None]:
@@ -211,19 +214,22 @@ class BatchedEngine:
         errors: list[str | None] = [None] * k
         self.model.train()
         for t in range(max(len(p) for p in plans)):
-            active = torch.tensor([t < len(p) and errors[i] is None for i, p in enumerate(plans)])
-            sums, counts = self._losses([p[t] if active[i] else [] for i, p in enumerate(plans)])
+            adapters = [i for i, p in enumerate(plans) if t < len(p) and errors[i] is None]
+            if not adapters:
+                break
+            sums, counts = self._losses(adapters, [plans[i][t] for i in adapters])
             losses = sums / counts.clamp(min=1)
             finite = torch.isfinite(losses.detach()).cpu()
-            self._fail(errors, active & ~finite, f"non-finite training loss at step {t}")
-            active &= finite
+            self._fail(errors, [a for a, ok in zip(adapters, finite) if not ok], f"non-finite training loss at step {t}")
+            active = torch.zeros(k, dtype=torch.bool)
+            active[adapters] = finite
             if not active.any():
                 continue
-            losses[active.to(losses.device)].sum().backward()
+            losses[finite.to(losses.device)].sum().backward()
             grad = torch.cat([p.grad[:k].flatten(1) for layer in self.layers for p in (layer.A, layer.B)], dim=1)
             norms = grad.norm(dim=1)
             finite = torch.isfinite(norms).cpu()
-            self._fail(errors, active & ~finite, f"non-finite gradient at step {t}")
+            self._fail(errors, (active & ~finite).nonzero().flatten().tolist(), f"non-finite gradient at step {t}")
             active &= finite
             clip = (MAX_GRAD_NORM / (norms + 1e-6)).clamp(max=1.0)  # torch's clip_grad_norm_, per adapter
             optimizer.step(grad * clip.view(-1, 1), active, base_lrs * (1 - t / totals))
@@ -235,8 +241,8 @@ class BatchedEngine:
         return errors
 
     @staticmethod
-    def _fail(errors: list[str | None], which: torch.Tensor, reason: str) -> None:
-        for i in which.nonzero().flatten().tolist():
+    def _fail(errors: list[str | None], adapters: list[int], reason: str) -> None:
+        for i in adapters:
             errors[i] = reason
 
     def _answer(self, jobs: list[InnerJob]) -> list[tuple[str, ...]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from seal_dist.config import AnswerSpan, Metric, TaskConfig
 from seal_dist.inner.job import InnerJob
 from seal_dist.tasks import grading, synthetic
+from seal_dist.tasks.segments import update_texts
 from seal_dist.training import Example
 
 
@@ -65,18 +66,6 @@ def load_file(path: str) -> list[Context]:
     return parse_records(records, path)
 
 
-def self_edit_segments(self_edit: str) -> list[str]:
-    """Splits a self-edit into training segments as the SEAL reference does: blocks separated by `---`,
-    one segment per non-empty line, and a leading non-list line dropped when a numbered list follows."""
-    segments = []
-    for block in self_edit.split("---"):
-        lines = [line.strip() for line in block.splitlines() if line.strip()]
-        if len(lines) >= 2 and not lines[0].startswith("1.") and lines[1].startswith("1."):
-            lines = lines[1:]
-        segments.extend(lines)
-    return segments
-
-
 class KnowledgeTask:
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -95,12 +84,7 @@ class KnowledgeTask:
         return self.cfg.prompt.template.format(title=ctx.title, context=ctx.text)
 
     def training_texts(self, ctx: Context, self_edit: str | None) -> tuple[str, ...]:
-        """Title-prefixed self-edit segments plus the passage itself; () for no update;
-        the passage alone for self_edit=""."""
-        if self_edit is None:
-            return ()
-        segments = [f"{ctx.title}\n{s}" for s in self_edit_segments(self_edit)]
-        return (*segments, f"{ctx.title}\n{ctx.text}")
+        return update_texts(ctx.title, ctx.text, self_edit)
 
     def eval_prompts(self, ctx: Context) -> tuple[str, ...]:
         return tuple(
