@@ -5,8 +5,9 @@ Every targeted linear layer is wrapped by a `StackedLoRA` whose K adapters are s
 B: K x out x r, views of one K x N tensor holding every layer's adapters). A batch is laid out adapter-major (its rows are K equal groups, group i
 for adapter i), so the LoRA path is two `bmm`s on a view. Each adapter's loss is normalised over its own
 tokens and the losses are summed: the adapters' parameters are disjoint, so each gets exactly the gradient
-it would get alone. Clipping, AdamW and the linear learning-rate decay are per adapter (torch's formulas);
-an adapter whose job has run all its steps, or failed, is frozen: its weights and moments stay as they are.
+it would get alone. Clipping (torch's formula), AdamW (torch's, a parameter group per adapter) and the linear
+learning-rate decay are per adapter; an adapter whose job has run all its steps, or failed, is frozen: its
+weights and moments stay as they are.
 The results equal K runs of `SequentialEngine` within float tolerance (tests/test_batched.py).
 """
 
@@ -65,32 +66,6 @@ class StackedLoRA(nn.Module):
 
 def base_weight(module: nn.Module) -> torch.Tensor:
     return (module.get_base_layer() if isinstance(module, peft.tuners.lora.LoraLayer) else module).weight
-
-
-class StackedAdamW:
-    """torch.optim.AdamW's update of the first k rows of a (K x N) tensor, one adapter a row: each adapter
-    has its own step count and learning rate, and an adapter outside the step's mask does not move at all."""
-
-    def __init__(self, weights: torch.Tensor, k: int, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
-        self.weights, self.k, self.weight_decay, self.betas, self.eps = weights, k, weight_decay, betas, eps
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(weights[:k]), torch.zeros_like(weights[:k])
-        self.steps = torch.zeros(k, dtype=torch.float64)
-
-    @torch.no_grad()
-    def step(self, grad: torch.Tensor, mask: torch.Tensor, lrs: torch.Tensor) -> None:
-        """One update of the adapters in `mask` (k x N gradients `grad`) with learning rates `lrs`."""
-        beta1, beta2 = self.betas
-        column = lambda t: t.to(device=self.weights.device, dtype=self.weights.dtype).view(-1, 1)  # noqa: E731
-        self.steps += mask
-        bias1, bias2 = 1 - beta1**self.steps, 1 - beta2**self.steps
-        weights, keep = self.weights[: self.k], column(mask).bool()
-        exp_avg = self.exp_avg.lerp(grad, 1 - beta1)
-        exp_avg_sq = self.exp_avg_sq.mul(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / column(bias2.sqrt())).add_(self.eps)
-        moved = weights.mul(1 - column(lrs) * self.weight_decay).addcdiv_(exp_avg * column(-lrs / bias1), denom)
-        weights.copy_(torch.where(keep, moved, weights))
-        self.exp_avg.copy_(torch.where(keep, exp_avg, self.exp_avg))
-        self.exp_avg_sq.copy_(torch.where(keep, exp_avg_sq, self.exp_avg_sq))
 
 
 class BatchedEngine:
@@ -208,9 +183,11 @@ class BatchedEngine:
     def _train(self, plans: list[list[list[Encoded]]], lrs: list[float]) -> list[str | None]:
         """Runs every adapter's steps side by side; returns each adapter's failure (None: it trained)."""
         k = len(plans)
-        optimizer = StackedAdamW(self.weights, k, weight_decay=0.0)
-        base_lrs = torch.tensor(lrs, dtype=torch.float64)
-        totals = torch.tensor([max(len(p), 1) for p in plans], dtype=torch.float64)
+        # torch's AdamW with a parameter group per adapter: adapter i's row of the weights, its own lr and
+        # step count; an adapter without a gradient at a step is skipped by torch, so it does not move
+        rows = [nn.Parameter(self.weights[i]) for i in range(k)]  # views: the update lands in the weights
+        optimizer = torch.optim.AdamW([{"params": [row], "lr": lr} for row, lr in zip(rows, lrs)], weight_decay=0.0,
+                                      fused=True)
         errors: list[str | None] = [None] * k
         self.model.train()
         for t in range(max(len(p) for p in plans)):
@@ -231,8 +208,11 @@ class BatchedEngine:
             finite = torch.isfinite(norms).cpu()
             self._fail(errors, (active & ~finite).nonzero().flatten().tolist(), f"non-finite gradient at step {t}")
             active &= finite
-            clip = (MAX_GRAD_NORM / (norms + 1e-6)).clamp(max=1.0)  # torch's clip_grad_norm_, per adapter
-            optimizer.step(grad * clip.view(-1, 1), active, base_lrs * (1 - t / totals))
+            clipped = grad * (MAX_GRAD_NORM / (norms + 1e-6)).clamp(max=1.0).view(-1, 1)  # torch's clip_grad_norm_
+            for i, (row, group) in enumerate(zip(rows, optimizer.param_groups)):
+                row.grad = clipped[i] if active[i] else None
+                group["lr"] = lrs[i] * (1 - t / max(len(plans[i]), 1))  # the linear decay of the sequential runs
+            optimizer.step()
             for layer in self.layers:
                 layer.A.grad = layer.B.grad = None
         for i, error in enumerate(errors):
