@@ -111,3 +111,28 @@ def test_a_diverging_job_fails_alone_and_the_others_are_kept(setup, tiny_model):
     for want, got in zip(alone, [results[0], *results[2:]]):
         assert got.error is None and got.generations == want.generations
         assert got.loss_after == pytest.approx(want.loss_after, rel=1e-5)
+
+
+class OutOfMemoryAbove:
+    """A real engine that runs out of memory (injected: CPU tests cannot exhaust a device) on batches of
+    more than `limit` jobs, and on the job `hopeless` whatever the batch."""
+
+    def __init__(self, engine: BatchedEngine, limit: int, hopeless: str):
+        self.engine, self.limit, self.hopeless, self.policy_version = engine, limit, hopeless, 0
+
+    def run(self, jobs):
+        if len(jobs) > self.limit or any(j.job_id == self.hopeless for j in jobs):
+            raise torch.OutOfMemoryError("injected: no memory for this batch")
+        return self.engine.run(jobs)
+
+
+def test_out_of_memory_in_a_batch_reruns_its_jobs_alone(setup, tiny_model):
+    cfg, task, tokenizer = setup
+    jobs = jobs_of_every_shape(task)[:4]
+    engine = BatchedEngine(model(tiny_model, torch.float32), tokenizer, cfg.inner, cfg.task.max_answer_tokens, 0)
+    alone = [engine.run([job])[0] for job in jobs]
+    results = run_isolating_failures(OutOfMemoryAbove(engine, limit=1, hopeless="pairs"), jobs, worker=0)
+    assert [r.job_id for r in results] == [j.job_id for j in jobs]
+    assert results[2].error.startswith("out of memory: injected") and results[2].generations == ()
+    for want, got in zip(alone[:2] + alone[3:], results[:2] + results[3:]):
+        assert got.error is None and got.generations == want.generations
