@@ -1,13 +1,23 @@
-"""The `seal-dist` console script: `seal-dist {train,eval} [hydra overrides...]`."""
+"""The `seal-dist` console script: `seal-dist {train,eval} [hydra overrides...]`, and its command list."""
 
+import argparse
+import importlib
 import sys
 
-COMMANDS = {"train": "seal_dist.train", "eval": "seal_dist.evaluate"}
+COMMANDS = {  # name: (Hydra app module, what it does)
+    "train": ("seal_dist.train", "train a policy with SEAL (ReST-EM rounds) in runs/<time>/"),
+    "eval": ("seal_dist.evaluate", "compare updates on held-out passages: table, eval.json, charts"),
+}
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        sys.exit(f"usage: seal-dist {{{','.join(COMMANDS)}}} [hydra overrides...]")
-    module = __import__(COMMANDS[sys.argv[1]], fromlist=["main"])
-    sys.argv = [f"seal-dist {sys.argv[1]}", *sys.argv[2:]]
-    module.main()
+    parser = argparse.ArgumentParser(
+        prog="seal-dist", description="SEAL (Self-Adapting Language Models) on Ray.",
+        epilog="`seal-dist <command> --help` lists the command's config groups and settings (Hydra's help); "
+               "a failing command shows its traceback with HYDRA_FULL_ERROR=1.")
+    commands = parser.add_subparsers(dest="command", required=True, title="commands")
+    for name, (_, summary) in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    command = parser.parse_args(sys.argv[1:2]).command  # the rest are the Hydra app's arguments
+    sys.argv = [f"seal-dist {command}", *sys.argv[2:]]
+    importlib.import_module(COMMANDS[command][0]).main()

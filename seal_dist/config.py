@@ -1,9 +1,14 @@
-"""Typed configuration schema, registered with Hydra's ConfigStore.
+"""Typed configuration schema, registered with Hydra's ConfigStore, its checks, and how a user's mistake is
+reported.
 
 Every field is typed here and valued in exactly one YAML file under `conf/`; the schema holds no
 defaults, so a missing value, an unknown key or a wrong type fails at start-up naming the key.
 """
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -202,22 +207,44 @@ class Config:
     progress: bool = MISSING
 
 
+class UserError(ValueError):
+    """A mistake in a value the user gave (a setting, or a file or folder it names): reported as one line."""
+
+
+@contextlib.contextmanager
+def user_errors(command: str) -> Iterator[None]:
+    """Reports a UserError raised inside as `<command>: error: <message>` on stderr and exits with status 2.
+    With HYDRA_FULL_ERROR=1 (Hydra's switch for its own errors) it is raised, traceback and all."""
+    try:
+        yield
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"{command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def register() -> None:
+    """The schema, and the resolver `${seal_dist.coalesce:a,b}`: a, or b where a is null."""
     ConfigStore.instance().store(name="seal_dist_schema", node=Config)
+    OmegaConf.register_new_resolver("seal_dist.coalesce", lambda a, b: b if a is None else a, replace=True)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that types cannot express; raises ValueError naming the key."""
+    """Checks that types cannot express; raises UserError naming the key."""
+    unset = OmegaConf.missing_keys(cfg)
+    if unset:
+        raise UserError(f"missing value for {', '.join(sorted(unset))}")
     if (cfg.model.path is None) == (cfg.model.tiny is None):
-        raise ValueError("model: set exactly one of model.path (a checkpoint folder) and model.tiny")
+        raise UserError("model: set exactly one of model.path (a checkpoint folder) and model.tiny")
     if cfg.learner.lora.r > cfg.sampler.max_lora_rank:
-        raise ValueError(
+        raise UserError(
             f"learner.lora.r={cfg.learner.lora.r} exceeds sampler.max_lora_rank={cfg.sampler.max_lora_rank}"
         )
     for key in ("rounds", "contexts_per_round", "heldout_contexts", "sampler.num_samples", "sampler.num_engines",
                 "inner.repeats", "inner.num_workers", "inner.adapters_per_step"):
         if OmegaConf.select(cfg, key) < 1:
-            raise ValueError(f"{key} must be at least 1")
+            raise UserError(f"{key} must be at least 1")
     for key, template, fields in (
         ("task.prompt.template", cfg.task.prompt.template, ("{title}", "{context}")),
         ("task.question_template", cfg.task.question_template, ("{question}",)),
@@ -225,7 +252,7 @@ def validate(cfg: DictConfig) -> None:
     ):
         missing = [f for f in fields if f not in template]
         if missing:
-            raise ValueError(f"{key} lacks the field(s) {missing}")
+            raise UserError(f"{key} lacks the field(s) {missing}")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -20,10 +20,10 @@ from omegaconf import DictConfig
 
 from seal_dist import config, models
 from seal_dist.cluster import Components, ray_cluster
-from seal_dist.config import to_container
+from seal_dist.config import UserError, to_container
 from seal_dist.loop import run_jobs, succeeded
 from seal_dist.rundir import RunDir
-from seal_dist.tasks.knowledge import Context, KnowledgeTask, parse_records
+from seal_dist.tasks.knowledge import Context, KnowledgeTask, parse_records, read_records
 from seal_dist.tracking import Tracker
 from seal_dist.train import CONF_DIR
 
@@ -35,25 +35,28 @@ ADAPTER_ID = 10**6  # the sampler's LoRA id for an adapter given by path (traini
 
 
 def evaluate(cfg: DictConfig) -> list[dict]:
-    out = RunDir(cfg.run_dir)
-    out.save_config(cfg)
     task = KnowledgeTask(cfg.task)
     contexts = task.load("heldout")[: cfg.heldout_contexts]
+    compared = policies(cfg.eval)  # the run, adapter and file the settings name are checked before Ray starts
+    from_file = {}
+    if cfg.eval.self_edits_file is not None:
+        condition = f"file: {Path(cfg.eval.self_edits_file).stem}"
+        from_file[condition] = file_self_edits(cfg.eval.self_edits_file, contexts, cfg.eval.samples)
     model_path = models.resolve_path(cfg.model, cfg.task)
+    out = RunDir(cfg.run_dir)
+    out.save_config(cfg)
     with ray_cluster(cfg.resources):
         tracker = Tracker(cfg.logger, str(out.root.resolve()), to_container(cfg), cfg.progress)
         parts = Components(cfg, model_path, policy_dir=None)
         parts.publish(0, None)  # every update is applied to the base model
         try:
             edits = {NO_UPDATE: {c.id: [None] for c in contexts}, PASSAGE: {c.id: [""] for c in contexts}}
-            for name, version, path in policies(cfg.eval):
+            for name, version, path in compared:
                 parts.use_sampler_policy(version, path)
                 tracker.phase(None, f"sampling self-edits: {name}", 1)
                 sampled = parts.sample([task.prompt(c) for c in contexts], cfg.eval.samples, cfg.eval.temperature, cfg.seed)
                 edits[name] = dict(zip([c.id for c in contexts], sampled))
-            if cfg.eval.self_edits_file is not None:
-                edits[f"file: {Path(cfg.eval.self_edits_file).stem}"] = file_self_edits(
-                    cfg.eval.self_edits_file, contexts, cfg.eval.samples)
+            edits.update(from_file)
             jobs = eval_jobs(task, contexts, edits, cfg.eval.seeds)
             records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), None)
         finally:
@@ -73,27 +76,29 @@ def policies(cfg) -> list[tuple[str, int, str | None]]:
     the trained policy, if one is given."""
     found = [("round-0 self-edits", 0, None)]
     if cfg.run is not None:
-        checkpoint = RunDir(cfg.run).checkpoint()
+        checkpoint = RunDir.existing(cfg.run, "eval.run").checkpoint()
         if checkpoint is None:
-            raise FileNotFoundError(f"eval.run={cfg.run}: no checkpoint.json (not a seal-dist run directory?)")
+            raise UserError(f"eval.run={cfg.run}: the run has not finished a round (no checkpoint.json)")
         if checkpoint["policy_path"] is not None:
             found.append((f"policy v{checkpoint['policy_version']} self-edits", checkpoint["policy_version"],
                           checkpoint["policy_path"]))
     if cfg.policy is not None:
+        if not (Path(cfg.policy) / "adapter_config.json").is_file():
+            raise UserError(f"eval.policy={cfg.policy}: not a PEFT adapter folder (no adapter_config.json)")
         found.append((f"policy {Path(cfg.policy).name} self-edits", ADAPTER_ID, cfg.policy))
     return found
 
 
 def file_self_edits(path: str, contexts: list[Context], samples: int) -> dict[str, list[str]]:
     """The first `samples` completions of each context in a SEAL-schema file, matched by title and passage."""
-    records = json.loads(Path(path).read_text())
+    records = read_records(path)
     parse_records(records, path)  # the file must follow the SEAL schema, questions included
     by_passage = {(r["title"], r["context"]): r.get("completions", []) for r in records}
     found = {}
     for ctx in contexts:
         completions = by_passage.get((ctx.title, ctx.text))
         if not completions:
-            raise ValueError(f"{path}: no completions for the held-out passage '{ctx.title}' ({ctx.id})")
+            raise UserError(f"{path}: no completions for the held-out passage '{ctx.title}' ({ctx.id})")
         found[ctx.id] = completions[:samples]
     return found
 
@@ -153,8 +158,9 @@ def rl_curve(summary: dict, path: Path) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config.validate(cfg)
-    evaluate(cfg)
+    with config.user_errors("seal-dist eval"):
+        config.validate(cfg)
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ from seal_dist.tracking import Tracker
 
 
 def train(cfg: DictConfig) -> dict:
-    run = RunDir(cfg.run_dir)
-    run.save_config(cfg)
     task = KnowledgeTask(cfg.task)
     train_contexts, heldout = task.load("train"), task.load("heldout")[: cfg.heldout_contexts]
     model_path = models.resolve_path(cfg.model, cfg.task)
+    run = RunDir(cfg.run_dir)  # written once the data and the model are found
+    run.save_config(cfg)
     by_id = {c.id: c for c in train_contexts + heldout}
     state = run.checkpoint() or {"round": -1, "policy_version": 0, "policy_path": None}
     summary, records = run.summary(), run.results()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from seal_dist.config import UserError
+
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -30,6 +32,13 @@ class RunDir:
         self.checkpoint_path = self.root / "checkpoint.json"
         self.config_path = self.root / "config.yaml"
         self.policy_dir = self.root / "policy"
+
+    @classmethod
+    def existing(cls, root: str, key: str) -> "RunDir":
+        """The run directory that the setting `key` names; a UserError where it holds no seal-dist run."""
+        if not (Path(root) / "config.yaml").is_file():
+            raise UserError(f"{key}={root}: not a seal-dist run directory (no config.yaml)")
+        return cls(root)
 
     def save_config(self, cfg: DictConfig) -> None:
         _write_atomic(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,7 +1,7 @@
 """`seal-dist train` / `python -m seal_dist.train`: the Hydra app that runs SEAL training.
 
     seal-dist train experiment=demo_cpu                  # a run in runs/<time>/
-    seal-dist train experiment=demo_cpu -m seed=0,1      # a local sweep
+    seal-dist train -m experiment=demo_cpu seed=0,1      # a local sweep in multirun/<time>/<n>/
     seal-dist train resume=runs/<time>                   # continue a killed run from its last round
 """
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from seal_dist import config
+from seal_dist.rundir import RunDir
 
 config.register()
 CONF_DIR = str(Path(__file__).parent / "conf")  # the top-level conf/, shipped inside the package
@@ -18,19 +20,25 @@ CONF_DIR = str(Path(__file__).parent / "conf")  # the top-level conf/, shipped i
 
 def load_resumed(cfg: DictConfig) -> DictConfig:
     """A resumed run uses the resolved config it was started with, in its own directory."""
-    saved = OmegaConf.merge(OmegaConf.structured(config.Config), OmegaConf.load(f"{cfg.resume}/config.yaml"))
+    run = RunDir.existing(cfg.resume, "resume")
+    try:
+        saved = OmegaConf.merge(OmegaConf.structured(config.Config), OmegaConf.load(run.config_path))
+    except OmegaConfBaseException as e:  # a run of another program, or of a version with other settings
+        first_line = str(e).splitlines()[0]
+        raise config.UserError(f"resume={cfg.resume}: its config.yaml does not fit the schema: {first_line}") from e
     saved.run_dir, saved.resume = cfg.resume, cfg.resume
     return saved
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from seal_dist import loop  # heavy imports after Hydra has validated the config
+    with config.user_errors("seal-dist train"):
+        if cfg.resume is not None:
+            cfg = load_resumed(cfg)
+        config.validate(cfg)
+        from seal_dist import loop  # heavy imports after the config is checked
 
-    if cfg.resume is not None:
-        cfg = load_resumed(cfg)
-    config.validate(cfg)
-    loop.train(cfg)
+        loop.train(cfg)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,20 @@
-"""Shared fixtures: composed configs, the tiny model built once per session, a private Ray cluster."""
+"""Shared fixtures: composed configs, the tiny model built once per session, a private Ray cluster, a Ray head
+with the job server (`ray start --head`)."""
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import ray
 from hydra import compose, initialize_config_dir
+from ray.job_submission import JobSubmissionClient
 
 from seal_dist import config, models
 
@@ -70,3 +79,85 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data {path} is absent (the repository expects ../shared beside it)")
     return path
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def live_pids(session: int) -> list[int]:
+    """Processes of the session `ray start` opened, zombies excluded (Ray starts some workers in their own
+    process group, but all stay in this session)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+def stop_session(session: int) -> None:
+    """SIGTERM, then SIGKILL what is left after a few seconds (gcs_server and the raylet outlast SIGTERM)."""
+    for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
+        for pid in live_pids(session):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            wait_for(lambda: not live_pids(session), grace, "ray processes exit")
+            return
+        except TimeoutError:
+            continue
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A Ray head with the job server (one per module that uses it), on free ports and a private temp dir; yields
+    the dashboard address."""
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets live under it
+    gcs, dashboard, client, agent = free_ports(4)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env.update(RAY_AUTH_MODE="disabled", PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
+           "--include-dashboard=true", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+           f"--dashboard-agent-listen-port={agent}", f"--temp-dir={temp}", "--disable-usage-stats"]
+    start = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        out, _ = start.communicate(timeout=120)
+        assert start.returncode == 0, out
+        address = f"http://127.0.0.1:{dashboard}"
+        wait_for(lambda: _answers(address), 60, f"the job server at {address}")
+        yield address
+    finally:
+        stop_session(start.pid)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _answers(address: str) -> bool:
+    try:
+        JobSubmissionClient(address)
+        return True
+    except Exception:
+        return False

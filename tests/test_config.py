@@ -1,8 +1,10 @@
 """Hydra composition of every preset, and clear errors for bad keys, types and values."""
 
+import re
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -55,8 +57,19 @@ def test_bad_override_fails_naming_the_key(override, message):
     ("rounds=0", "rounds must be at least 1"),
     ("task.answer_template=no_field", "task.answer_template lacks"),
     ("model.path=/x", "set exactly one of model.path"),
+    ("model=hf", "missing value for model.path"),
 ])
 def test_validate_names_the_problem(override, message):
     cfg = compose_config("run_dir=x", override)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(config.UserError, match=message):
         config.validate(cfg)
+
+
+@pytest.mark.parametrize("overrides, run_dir", [
+    ([], r"runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"),
+    (["resume=runs/2026-11-21_12-00-00"], "runs/2026-11-21_12-00-00"),  # a resumed run stays in its directory
+])
+def test_run_directory_is_runs_time_unless_resumed(overrides, run_dir):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert re.fullmatch(run_dir, cfg.hydra.run.dir)

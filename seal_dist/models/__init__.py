@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from seal_dist.config import ModelConfig, TaskConfig
+from seal_dist.config import ModelConfig, TaskConfig, UserError
 from seal_dist.models import tiny
 
 
@@ -13,7 +13,7 @@ def resolve_path(model: ModelConfig, task: TaskConfig) -> str:
     """The checkpoint folder to use: model.path, or the tiny model built (once) into the cache."""
     if model.path is not None:
         if not (Path(model.path) / "config.json").exists():
-            raise FileNotFoundError(f"model.path={model.path}: not a Hugging Face model folder (no config.json)")
+            raise UserError(f"model.path={model.path}: not a Hugging Face model folder (no config.json)")
         return model.path
     return tiny.ensure(model.tiny, task, model.cache_dir)
 

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from seal_dist.config import TaskConfig, TinyModelConfig, to_container
+from seal_dist.config import TaskConfig, TinyModelConfig, UserError, to_container
 from seal_dist.tasks import synthetic
 from seal_dist.training import Example
 
@@ -126,7 +126,8 @@ def packed_rows(tokenizer: PreTrainedTokenizerFast, corpus: list[Example], lengt
     for ids in tokenizer([ex.prompt + ex.completion for ex in corpus], add_special_tokens=False)["input_ids"]:
         ids = ids + [tokenizer.eos_token_id]
         if len(ids) > length:
-            raise ValueError(f"a pretraining example has {len(ids)} tokens, more than pretrain_seq_len={length}")
+            raise UserError(f"a pretraining example has {len(ids)} tokens, more than "
+                            f"model.tiny.pretrain_seq_len={length}")
         if len(row) + len(ids) > length:
             rows.append(row)
             row = []

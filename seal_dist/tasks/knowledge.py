@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from seal_dist.config import AnswerSpan, Metric, TaskConfig
+from seal_dist.config import AnswerSpan, Metric, TaskConfig, UserError
 from seal_dist.inner.job import InnerJob
 from seal_dist.tasks import grading, synthetic
 from seal_dist.tasks.segments import update_texts
@@ -28,8 +28,8 @@ class Context:
     questions: tuple[Question, ...]
 
 
-class DataError(ValueError):
-    """A data file that does not follow the SEAL reference schema."""
+class DataError(UserError):
+    """A data file that is missing or does not follow the SEAL reference schema."""
 
 
 def parse_records(records: object, source: str) -> list[Context]:
@@ -56,14 +56,20 @@ def parse_records(records: object, source: str) -> list[Context]:
     return contexts
 
 
-def load_file(path: str) -> list[Context]:
+def read_records(path: str) -> object:
+    """The JSON in a data file."""
     try:
-        records = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: no such data file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the data file ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
-    return parse_records(records, path)
+
+
+def load_file(path: str) -> list[Context]:
+    return parse_records(read_records(path), path)
 
 
 class KnowledgeTask:

@@ -16,6 +16,8 @@ the model while the words of their name are.
 import random
 from dataclasses import dataclass
 
+from seal_dist.config import UserError
+
 FIRST_NAMES = (
     "Anna Bruno Clara Dario Elena Felix Greta Hugo Ines Jonas Karla Leon Mira Nils Olga Pavel Rosa Simon Tilda"
     " Viktor Wanda Yusuf Zara Adam Bella Cyril Dora Emil Flora Georg Hana Ivan Julia Kasper Lena Marek Nora"
@@ -145,7 +147,7 @@ def attributes_named(keys: list[str], setting: str) -> tuple[Attribute, ...]:
     known = [a.key for a in ATTRIBUTES]
     unknown = [k for k in keys if k not in known]
     if unknown or not keys:
-        raise ValueError(f"{setting} must be a non-empty subset of {known}, got {list(keys)}")
+        raise UserError(f"{setting} must be a non-empty subset of {known}, got {list(keys)}")
     return tuple(a for a in ATTRIBUTES if a.key in keys)
 
 
@@ -154,11 +156,11 @@ def make_entities(seed: int, count: int, facts_per_passage: int, population: int
     """`count` people named from `population` (PRETRAINING or TASK), each with `facts_per_passage` stated
     facts about different `attributes`; with `distinct`, no two share a name."""
     if not 1 <= facts_per_passage <= len(attributes):
-        raise ValueError(f"facts_per_passage must be in 1..{len(attributes)} (the world's attributes), "
+        raise UserError(f"facts_per_passage must be in 1..{len(attributes)} (the world's attributes), "
                          f"got {facts_per_passage}")
     names = population_names(population)
     if distinct and count > len(names):
-        raise ValueError(f"the world has {len(names)} names per population, {count} people were asked for")
+        raise UserError(f"the world has {len(names)} names per population, {count} people were asked for")
     rng = random.Random(seed)
     chosen = rng.sample(names, count) if distinct else rng.choices(names, k=count)
     return [Entity(name, tuple((a, rng.choice(values(a))) for a in rng.sample(attributes, facts_per_passage)))
