@@ -38,7 +38,7 @@ class Components:
         self.engines = [self.start_engine(cfg, model_path) for _ in range(cfg.sampler.num_engines)]
         self.learner = None if policy_dir is None else ray.remote(PolicyTrainer).options(
             num_gpus=cfg.learner.num_gpus, num_cpus=1
-        ).remote(model_path, dtype, cfg.learner, policy_dir, threads)
+        ).remote(model_path, dtype, cfg.learner, policy_dir, threads, cfg.seed)
         storage = cfg.resources.train_storage or str(Path(cfg.run_dir).resolve() / "ray_train")
         self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads, storage,
                               max_failures=cfg.inner.max_failures)

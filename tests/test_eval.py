@@ -75,7 +75,7 @@ def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, m
 
     base_val, gpt = shared_file("knowledge/base_val.json"), shared_file("knowledge/gpt4_1_val.json")
     cfg = fast_config(tmp_path, model_cache)
-    policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), 1).update(
+    policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), 1, 0).update(
         [("Passage:\n", "1. A fact.")], version=1, seed=0)
     cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", f"task.heldout_data={base_val}",
                          "model=hf", f"model.path={tiny_model}", "model.dtype=float32", "heldout_contexts=2",

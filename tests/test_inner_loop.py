@@ -72,7 +72,7 @@ def test_policy_versions_change_the_model_that_jobs_update(setup, tiny_model, tm
     cfg, task, loop = setup
     ctx = task.load("heldout")[2]
     prompt, target = task.eval_prompts(ctx)[0], " Tokyo Tokyo Tokyo"
-    trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=2)
+    trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=2, seed=0)
     first = trainer.update([(prompt, target)] * 4, version=1, seed=0)
     assert first["version"] == 1 and first["path"] == str(tmp_path / "v1")
     base_job = InnerJob("p0", 0, (), True, (prompt,), 1, None, None)
@@ -85,3 +85,21 @@ def test_policy_versions_change_the_model_that_jobs_update(setup, tiny_model, tm
     loop.set_policy(0, None)
     assert loop.run(base_job).generations == base_out
 
+
+
+def test_the_policy_update_is_reproducible_from_its_seed(setup, tiny_model, tmp_path):
+    """Two learners with the same seed make the same adapter from the same data (the adapter's initialisation
+    once came from whatever state the global RNG had in the learner's process, so runs diverged)."""
+    from safetensors.torch import load_file
+
+    cfg, task, _ = setup
+    ctx = task.load("heldout")[3]
+    data = [(task.prompt(ctx), "1. A fact.")] * 2
+    paths = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        torch.rand(7 if name == "b" else 1)  # a different global RNG state before each learner starts
+        trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / name), torch_threads=2, seed=seed)
+        paths.append(trainer.update(data, version=1, seed=0)["path"])
+    a, b, c = (load_file(f"{p}/adapter_model.safetensors") for p in paths)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

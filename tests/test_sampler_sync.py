@@ -26,7 +26,7 @@ def test_sync_changes_greedy_output(engine, tiny_model, tmp_path):
     cfg, actor = engine
     prompts = ["Let's answer a question directly and concisely.\nQuestion: Topic: Ulash Mel\nWho taught Ulash Mel?\nAnswer:\n",
                "Passage:\nTorvi Sal\n"]
-    trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=1)
+    trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=1, seed=0)
 
     def greedy(adapter):
         return ray.get(actor.generate.remote(prompts, 1, 0.0, 0, adapter))

@@ -13,11 +13,12 @@ from seal_dist.training import Example, lora_config, train_epochs
 
 
 class PolicyTrainer:
-    def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, out_dir: str, torch_threads: int):
+    def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, out_dir: str, torch_threads: int, seed: int):
         torch.set_num_threads(torch_threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.tokenizer = load_tokenizer(model_path)
+        torch.manual_seed(seed)  # the adapter's initialisation: a run is reproducible from its seed
         self.model = peft.get_peft_model(load_model(model_path, dtype, device), lora_config(cfg.lora))
 
     @staticmethod
