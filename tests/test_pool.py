@@ -13,10 +13,12 @@ from tests.conftest import fast_config
 
 
 def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_path, model_cache, tiny_model):
-    cfg = fast_config(tmp_path, model_cache, "inner.use_gpu=true", "inner.num_workers=2", "inner.epochs=10",
+    # enough work that both workers are still holding leases when the first results come back (the board is
+    # polled every 2 s; K jobs at a time finish fast)
+    cfg = fast_config(tmp_path, model_cache, "inner.use_gpu=true", "inner.num_workers=2", "inner.epochs=30",
                       "inner.adapters_per_step=3")
     task = KnowledgeTask(cfg.task)
-    contexts = task.load("train")[:12]
+    contexts = task.load("train")[:36]
     jobs = [task.make_job(f"job-{i}", ctx, "1. A fact.\n2. Another fact.", 0, seed=i) for i, ctx in enumerate(contexts)]
     pool = InnerPool(cfg.inner, tiny_model, "float32", cfg.task.max_answer_tokens, 1, str(tmp_path / "train"),
                      max_failures=1)
