@@ -89,7 +89,7 @@ def test_resume_after_kill_neither_loses_nor_duplicates_results(full_run, tmp_pa
     run_dir = tmp_path / "killed"
     # longer jobs than the uninterrupted run (same job ids), so round 1 is still running when the kill lands
     overrides = [*FAST, f"model.cache_dir={model_cache}", f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}",
-                 "inner.epochs=20"]
+                 "inner.epochs=20", "inner.adapters_per_step=1"]  # results one by one, so the kill lands mid-round
     first_round = expected_records(cfg) - len(records(full_dir)) + sum(
         1 for r in records(full_dir) if r["round"] == 0)
     proc = start_training(*overrides)
