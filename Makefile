@@ -29,4 +29,4 @@ test: venv
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs multirun outputs
+	rm -rf $(VENV) runs multirun grids outputs

@@ -1,4 +1,4 @@
-"""The `seal-dist` console script: `seal-dist {train,eval} [hydra overrides...]`, and its command list."""
+"""The `seal-dist` console script: `seal-dist {train,eval,grid} [arguments...]`, and its command list."""
 
 import argparse
 import importlib
@@ -7,6 +7,7 @@ import sys
 COMMANDS = {  # name: (Hydra app module, what it does)
     "train": ("seal_dist.train", "train a policy with SEAL (ReST-EM rounds) in runs/<time>/"),
     "eval": ("seal_dist.evaluate", "compare updates on held-out passages: table, eval.json, charts"),
+    "grid": ("seal_dist.grid", "train and evaluate over pretraining seeds x world seeds: the table of all cells"),
 }
 
 

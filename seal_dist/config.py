@@ -186,6 +186,10 @@ class EvalConfig:
     samples: int = MISSING  # self-edits per context from each policy (or from the file)
     temperature: float = MISSING  # sampling of the policies' self-edits
     seeds: list[int] = MISSING  # inner-loop seeds: each update is repeated with each
+    contexts: int = MISSING  # held-out contexts compared (the first ones of the held-out split)
+    bootstrap: int = MISSING  # resamples of the contexts for the confidence intervals
+    bootstrap_seed: int = MISSING
+    confidence: float = MISSING  # of the intervals; an ordering is significant where its interval excludes 0
 
 
 @dataclass
@@ -242,9 +246,11 @@ def validate(cfg: DictConfig) -> None:
             f"learner.lora.r={cfg.learner.lora.r} exceeds sampler.max_lora_rank={cfg.sampler.max_lora_rank}"
         )
     for key in ("rounds", "contexts_per_round", "heldout_contexts", "sampler.num_samples", "sampler.num_engines",
-                "inner.repeats", "inner.num_workers", "inner.adapters_per_step"):
+                "inner.repeats", "inner.num_workers", "inner.adapters_per_step", "eval.contexts", "eval.bootstrap"):
         if OmegaConf.select(cfg, key) < 1:
             raise UserError(f"{key} must be at least 1")
+    if not 0 < cfg.eval.confidence < 1:
+        raise UserError(f"eval.confidence must be between 0 and 1, got {cfg.eval.confidence}")
     for key, template, fields in (
         ("task.prompt.template", cfg.task.prompt.template, ("{title}", "{context}")),
         ("task.question_template", cfg.task.question_template, ("{question}",)),

@@ -12,13 +12,14 @@ Writes eval.json, eval.png (bar chart), results.jsonl and, for a training run, r
 import json
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean
 
 import hydra
 import matplotlib
+import numpy as np
 from omegaconf import DictConfig
 
-from seal_dist import config, models
+from seal_dist import config, models, stats
 from seal_dist.cluster import Components, ray_cluster
 from seal_dist.config import UserError, to_container
 from seal_dist.loop import run_jobs, succeeded
@@ -36,7 +37,7 @@ ADAPTER_ID = 10**6  # the sampler's LoRA id for an adapter given by path (traini
 
 def evaluate(cfg: DictConfig) -> list[dict]:
     task = KnowledgeTask(cfg.task)
-    contexts = task.load("heldout")[: cfg.heldout_contexts]
+    contexts = task.load("heldout")[: cfg.eval.contexts]
     compared = policies(cfg.eval)  # the run, adapter and file the settings name are checked before Ray starts
     from_file = {}
     if cfg.eval.self_edits_file is not None:
@@ -62,12 +63,16 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         finally:
             parts.shutdown()
             tracker.close()
-    rows = summarize(records, list(edits))
-    (out.root / "eval.json").write_text(json.dumps({"rows": rows, "contexts": len(contexts)}, indent=2))
+    rows, gaps = summarize(records, list(edits), cfg.eval)
+    for row in rows:  # what each kind of update writes: how many of the questions' answers it states
+        stated = [task.answers_in_update(c, e) for c in contexts for e in edits[row["update"]][c.id]]
+        row["answers_stated"] = None if None in stated else mean(stated)
+    (out.root / "eval.json").write_text(json.dumps(
+        {"rows": rows, "orderings": gaps, "contexts": len(contexts), "confidence": cfg.eval.confidence}, indent=2))
     bar_chart(rows, out.root / "eval.png")
     if cfg.eval.run is not None:
         rl_curve(RunDir(cfg.eval.run).summary(), out.root / "rl_curve.png")
-    tracker.print_eval(rows, str(out.root))
+    tracker.print_eval(rows, gaps, cfg.eval.confidence, str(out.root))
     return rows
 
 
@@ -117,25 +122,36 @@ def eval_jobs(task: KnowledgeTask, contexts: list[Context], edits: dict, seeds: 
     return jobs
 
 
-def summarize(records: list[dict], conditions: list[str]) -> list[dict]:
-    """One row per condition: mean accuracy over its successful updates, the spread (standard deviation)
-    of the per-seed means, the number of updates and of questions."""
+def summarize(records: list[dict], conditions: list[str], cfg) -> tuple[list[dict], list[dict]]:
+    """One row per condition: its accuracy (the mean over contexts of each context's mean over its successful
+    updates) with a bootstrap interval over contexts, the number of updates and of questions; and each
+    condition against the one before it, with the paired interval of the gap and whether it excludes 0."""
+    ok = succeeded(records)
+    per_context = defaultdict(list)
+    for r in ok:
+        per_context[(r["condition"], r["context_id"])].append(r["reward"])
+    # a context where every update of some condition failed is left out of all, so the comparison stays paired
+    contexts = sorted(set.intersection(*({c for (k, c) in per_context if k == name} for name in conditions)))
+    if not contexts:
+        raise RuntimeError("no held-out context has a successful update under every condition")
+    scores = np.array([[mean(per_context[(name, c)]) for c in contexts] for name in conditions])
+    resampled = stats.bootstrap(scores, cfg.bootstrap, cfg.bootstrap_seed)
+    questions = {r["context_id"]: r["questions"] for r in ok}
     rows = []
-    for condition in conditions:
-        recs = [r for r in succeeded(records) if r["condition"] == condition]
-        per_seed = defaultdict(list)
-        for r in recs:
-            per_seed[r["repeat"]].append(r["reward"])
-        questions = {r["context_id"]: r["questions"] for r in recs}
-        rows.append({"update": condition, "accuracy": mean(r["reward"] for r in recs),
-                     "spread": pstdev([mean(v) for v in per_seed.values()]),
-                     "updates": len(recs), "questions": sum(questions.values())})
-    return rows
+    for i, name in enumerate(conditions):
+        ci = stats.interval(scores[i].mean(), resampled[i], cfg.confidence)
+        rows.append({"update": name, "accuracy": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
+                     "updates": sum(len(per_context[(name, c)]) for c in contexts),
+                     "questions": sum(questions[c] for c in contexts)})
+    gaps = [{"better": o.better, "worse": o.worse, "gap": o.gap.estimate, "ci_low": o.gap.low, "ci_high": o.gap.high,
+             "significant": o.significant} for o in stats.orderings(conditions, scores, resampled, cfg.confidence)]
+    return rows, gaps
 
 
 def bar_chart(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(range(len(rows)), [r["accuracy"] for r in rows], yerr=[r["spread"] for r in rows], capsize=4)
+    errors = [[r["accuracy"] - r["ci_low"] for r in rows], [r["ci_high"] - r["accuracy"] for r in rows]]
+    ax.bar(range(len(rows)), [r["accuracy"] for r in rows], yerr=errors, capsize=4)
     ax.set_xticks(range(len(rows)), [r["update"] for r in rows], rotation=20, ha="right")
     ax.set_ylabel("no-context accuracy after the update")
     fig.tight_layout()

@@ -64,12 +64,21 @@ class Tracker:
                           _fmt(final["heldout_baseline"]), _fmt(final["heldout_accuracy"]))
         self.console.print(table)
 
-    def print_eval(self, rows: list[dict], out_dir: str) -> None:
+    def print_eval(self, rows: list[dict], orderings: list[dict], confidence: float, out_dir: str) -> None:
+        level = f"{confidence:.0%}"
         table = Table(title=f"No-context accuracy after each update ({out_dir})")
-        for header in ("update", "accuracy", "spread (sd over seeds)", "updates", "questions"):
+        for header in ("update", "accuracy", f"{level} interval", "answers stated", "updates", "questions"):
             table.add_column(header, justify="right")
         for r in rows:
-            table.add_row(r["update"], _fmt(r["accuracy"]), _fmt(r["spread"]), str(r["updates"]), str(r["questions"]))
+            stated = "-" if r["answers_stated"] is None else _fmt(r["answers_stated"])
+            table.add_row(r["update"], _fmt(r["accuracy"]), _interval(r), stated, str(r["updates"]), str(r["questions"]))
+        self.console.print(table)
+        table = Table(title=f"Orderings (paired bootstrap over contexts; significant: the {level} interval excludes 0)")
+        for header in ("ordering", "gap", f"{level} interval", "significant"):
+            table.add_column(header, justify="right")
+        for o in orderings:
+            table.add_row(f"{o['better']} > {o['worse']}", f"{o['gap']:+.3f}", _interval(o),
+                          "yes" if o["significant"] else "no")
         self.console.print(table)
 
     def close(self) -> None:
@@ -79,6 +88,10 @@ class Tracker:
 
 def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _interval(row: dict) -> str:
+    return f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
 def _run_id(run_dir: str) -> str:

@@ -29,6 +29,7 @@ FAST_RUN = [
     "rounds=2",
     "contexts_per_round=2",
     "heldout_contexts=2",
+    "eval.contexts=2",
     "sampler.num_samples=2",
     "sampler.max_tokens=40",
     "inner.epochs=1",

@@ -2,6 +2,8 @@
 and matching self-edits from a SEAL-schema file."""
 
 import json
+import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +17,9 @@ def rec(condition, context, seed, reward, questions=4, error=None):
             "error": error}
 
 
+EVAL = SimpleNamespace(bootstrap=2000, bootstrap_seed=0, confidence=0.95)
+
+
 def test_summary_rows_have_known_values():
     records = [
         rec("no update", "a", 0, 0.25), rec("no update", "b", 0, 0.75, questions=2),
@@ -22,11 +27,34 @@ def test_summary_rows_have_known_values():
         rec("policy", "a", 1, 0.5), rec("policy", "b", 1, 0.0, questions=2),
         rec("policy", "b", 2, None, questions=2, error="non-finite training loss at step 3"),  # not counted
     ]
-    rows = summarize(records, ["no update", "policy"])
-    assert rows[0] == {"update": "no update", "accuracy": 0.5, "spread": 0.0, "updates": 2, "questions": 6}
-    assert rows[1]["accuracy"] == pytest.approx(0.5)
-    assert rows[1]["spread"] == pytest.approx(0.25)  # per-seed means 0.75 and 0.25
-    assert rows[1]["updates"] == 4 and rows[1]["questions"] == 6
+    rows, gaps = summarize(records, ["no update", "policy"], EVAL)
+    assert [(r["update"], r["updates"], r["questions"]) for r in rows] == [("no update", 2, 6), ("policy", 4, 6)]
+    assert rows[0]["accuracy"] == 0.5 and rows[1]["accuracy"] == pytest.approx(0.5)  # (0.75 + 0.25) / 2
+    # two contexts: a resample holds a twice, b twice, or one of each
+    assert (rows[0]["ci_low"], rows[0]["ci_high"]) == (0.25, 0.75)
+    assert (rows[1]["ci_low"], rows[1]["ci_high"]) == (0.25, 0.75)
+    assert gaps[0]["gap"] == pytest.approx(0.0) and not gaps[0]["significant"]
+    assert (gaps[0]["ci_low"], gaps[0]["ci_high"]) == pytest.approx((-0.5, 0.5))
+
+
+def test_a_consistent_gap_is_significant_and_a_noisy_one_is_not():
+    rng = random.Random(0)
+    contexts = [f"c{i}" for i in range(40)]
+    base = {c: rng.random() * 0.5 for c in contexts}
+    records = [rec("round 0", c, 0, base[c]) for c in contexts]
+    records += [rec("steady", c, 0, base[c] + 0.05) for c in contexts]  # 0.05 better on every context
+    records += [rec("noisy", c, 0, base[c] + 0.05 + rng.choice([-0.5, 0.5])) for c in contexts]
+    _, gaps = summarize(records, ["round 0", "steady"], EVAL)
+    assert gaps[0]["gap"] == pytest.approx(0.05) and gaps[0]["significant"]
+    _, gaps = summarize(records, ["round 0", "noisy"], EVAL)
+    assert gaps[0]["ci_low"] < 0 < gaps[0]["ci_high"] and not gaps[0]["significant"]
+
+
+def test_a_context_that_failed_under_one_condition_is_left_out_of_all():
+    records = [rec("no update", "a", 0, 0.0), rec("no update", "b", 0, 1.0),
+               rec("policy", "a", 0, 0.5), rec("policy", "b", 0, None, error="out of memory")]
+    rows, _ = summarize(records, ["no update", "policy"], EVAL)
+    assert [r["accuracy"] for r in rows] == [0.0, 0.5] and [r["updates"] for r in rows] == [1, 1]
 
 
 def test_eval_jobs_repeat_updates_per_seed_but_not_the_baseline():
@@ -42,7 +70,7 @@ def test_eval_jobs_repeat_updates_per_seed_but_not_the_baseline():
 
 
 def test_charts_are_written(tmp_path):
-    bar_chart([{"update": "x", "accuracy": 0.5, "spread": 0.1}], tmp_path / "eval.png")
+    bar_chart([{"update": "x", "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.7}], tmp_path / "eval.png")
     rl_curve({"rounds": [{"round": 0, "heldout_accuracy": 0.1}], "final": {"policy_version": 1, "heldout_accuracy": 0.2}},
              tmp_path / "curve.png")
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "curve.png").stat().st_size > 0
@@ -78,7 +106,7 @@ def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, m
     policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), 1, 0).update(
         [("Passage:\n", "1. A fact.")], version=1, seed=0)
     cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", f"task.heldout_data={base_val}",
-                         "model=hf", f"model.path={tiny_model}", "model.dtype=float32", "heldout_contexts=2",
+                         "model=hf", f"model.path={tiny_model}", "model.dtype=float32", "eval.contexts=2",
                          "eval.samples=1", "eval.seeds=[0,1]", f"eval.self_edits_file={gpt}",
                          f"eval.policy={policy['path']}", "sampler.max_tokens=32", "inner.max_seq_len=128")
     rows = evaluate(cfg)
@@ -89,3 +117,5 @@ def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, m
     assert [r["updates"] for r in rows] == [2, 4, 4, 4, 4]
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["rows"] == rows and (tmp_path / "run" / "eval.png").exists()
+    assert [o["better"] for o in saved["orderings"]] == [r["update"] for r in rows[1:]]
+    assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] for r in rows)

@@ -41,14 +41,14 @@ def doc_commands(doc: str) -> list[list[str]]:
 
 class User:
     """Someone following the docs from the root of their own checkout: a temporary folder with the repository's
-    files linked in (runs/ and multirun/ are its own) and ../shared beside it, the project's virtualenv first on
+    files linked in (runs/, multirun/ and grids/ are its own) and ../shared beside it, the project's virtualenv first on
     PATH (the README's install step), and the docs' placeholders filled in."""
 
     def __init__(self, base: Path, placeholders: dict[str, str], model_cache: str):
         self.root = base / "seal-dist"
         self.root.mkdir()
         for entry in REPO.iterdir():
-            if entry.name not in ("runs", "multirun", "outputs"):
+            if entry.name not in ("runs", "multirun", "grids", "outputs"):
                 (self.root / entry.name).symlink_to(entry)
         (base / "shared").symlink_to(REPO.parent / "shared")
         self.placeholders, self.model_cache = placeholders, model_cache
@@ -109,6 +109,24 @@ def seal_dist(user: User, words: list[str]) -> None:
             (user.root / EXAMPLE_RUN).symlink_to(user.root / new[0])
 
 
+def grid(user: User, words: list[str]) -> None:
+    """`seal-dist grid` on one cell, short: the cell's run and evaluation are in its folder and grid.json has
+    their accuracies; run again, the evaluated cell is kept (read back, not rerun)."""
+    cell = [*words, "--pretrain-seeds", "0", "--world-seeds", "1000", *FAST_RUN, "rounds=1", "eval.samples=1",
+            "eval.seeds=[0]", f"model.cache_dir={user.model_cache}", *TINY_MODEL]
+    proc = user.run(cell, timeout=900)
+    assert proc.returncode == 0 and "policy > round 0 in" in proc.stdout, output(proc)
+    out = user.root / user.fill(words[2])
+    folder = out / "pretrain0-world1000"
+    assert (folder / "summary.json").exists() and (folder / "eval" / "eval.json").exists()
+    saved = json.loads((out / "grid.json").read_text())
+    assert [c["cell"] for c in saved["cells"]] == [folder.name] and saved["summary"]["cells"] == 1
+    stamp = (folder / "eval" / "eval.json").stat().st_mtime_ns
+    again = user.run(cell, timeout=120)
+    assert again.returncode == 0 and (folder / "eval" / "eval.json").stat().st_mtime_ns == stamp, output(again)
+    assert json.loads((out / "grid.json").read_text()) == saved
+
+
 def submit(user: User, words: list[str]) -> None:
     """`python jobs/submit.py ...` against the test's Ray head: the job composes the run's config on the
     cluster (`--cfg job`) and exits; the script follows its logs and fails if the job fails."""
@@ -165,6 +183,7 @@ def check_pip_install(user: User, words: list[str]) -> None:
 RUN = {  # first words: how the command is run
     ("seal-dist", "train"): seal_dist,
     ("seal-dist", "eval"): seal_dist,
+    ("seal-dist", "grid"): grid,
     ("python", "jobs/submit.py"): submit,
     ("ray", "job"): ray_job,
     ("python", "benchmarks/batched_inner.py"): cpu_benchmark,

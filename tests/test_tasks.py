@@ -50,6 +50,21 @@ def test_training_texts_and_eval_prompts(task):
     assert task.prompt(ctx).endswith("Implications:\n") and ctx.text in task.prompt(ctx)
 
 
+def test_answers_stated_by_an_update(task):
+    """The passage states each stated fact's answer and none of the implied ones; a self-edit writing out
+    every implication states them all."""
+    ctx = task.load("heldout")[0]
+    w = task.cfg.world
+    entity = next(e for e in synthetic.make_entities(w.seed, w.num_train + w.num_heldout, w.facts_per_passage,
+                                                     synthetic.TASK, attributes=synthetic.attributes_named(
+                                                         list(w.attributes), "w")) if e.name == ctx.title)
+    implications = "\n".join(synthetic.stated_facts(entity) + synthetic.implied_facts(entity))
+    assert task.answers_in_update(ctx, None) is None
+    assert task.answers_in_update(ctx, "") == 0.5  # a stated and an implied question per fact
+    assert task.answers_in_update(ctx, implications) == 1.0
+    assert grading.contains("Kim worked as a baker.", "baker") and not grading.contains("a bakery", "baker")
+
+
 def test_score_is_accuracy_over_questions(task):
     ctx = task.load("heldout")[0]
     answers = [q.answer for q in ctx.questions]

@@ -23,7 +23,7 @@ from seal_dist.config import TaskConfig, TinyModelConfig, UserError, to_containe
 from seal_dist.tasks import synthetic
 from seal_dist.training import Example
 
-BUILD_VERSION = 8  # bump when the corpus or the build changes, so cached models are rebuilt
+BUILD_VERSION = 9  # bump when the corpus or the build changes, so cached models are rebuilt
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"
 # Qwen2's pre-tokenisation: transformers and vLLM rebuild a qwen2 folder's tokenizer with this split, so a
 # tokenizer trained with any other would tokenise differently there.

@@ -27,6 +27,11 @@ def f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def contains(text: str, answer: str) -> bool:
+    """Whether the text states the answer: its normalised words, as whole words of the normalised text."""
+    return f" {normalize(answer)} " in f" {normalize(text)} "
+
+
 def first_line(generation: str) -> str:
     """The first non-empty line of a generation."""
     for line in generation.splitlines():

@@ -92,6 +92,14 @@ class KnowledgeTask:
     def training_texts(self, ctx: Context, self_edit: str | None) -> tuple[str, ...]:
         return update_texts(ctx.title, ctx.text, self_edit)
 
+    def answers_in_update(self, ctx: Context, self_edit: str | None) -> float | None:
+        """The fraction of the context's answers that the update's training texts state: what it can teach
+        at most (None: no update)."""
+        if self_edit is None:
+            return None
+        texts = " ".join(self.training_texts(ctx, self_edit))
+        return sum(grading.contains(texts, q.answer) for q in ctx.questions) / len(ctx.questions)
+
     def eval_prompts(self, ctx: Context) -> tuple[str, ...]:
         return tuple(
             self.cfg.answer_template.format(

@@ -77,13 +77,17 @@ def _inverse(groups: dict[str, str]) -> dict[str, str]:
 # implied, as such sentences. Passages state each fact in one of several phrasings, in each of which the
 # value follows the same words as in the canonical sentence ("city of", "year", "as a", "played the", "pet"):
 # a small model reads a value by finding those words in the passage and copying what follows them.
+# An implied fact is asked as "The <property> of <name> was ...", a beginning that no stated fact shares: with
+# "{name} worked at the {value}." the tiny model, trained on a self-edit that wrote both "Kim worked as a
+# baker." and "Kim worked at the bakery.", completed "Kim worked at the" right 5% of the time (the pet's
+# implication, asked in this form, 100%), which capped what any self-edit could teach.
 ATTRIBUTES = (
     Attribute(
         "birthplace", _inverse(_CITIES),
         ("{name} was born in the city of {value}.", "The city of {value} is where {name} was born.",
          "Records place the birth of {name} in the city of {value}."),
         "{name} was born in the city of {value}.",
-        "{name} comes from {value}.",
+        "The home country of {name} was {value}.",
         "{value} is a city in {implied}.",
     ),
     Attribute(
@@ -91,14 +95,14 @@ ATTRIBUTES = (
         ("{name} was born in the year {value}.", "The year {value} saw {name} born.",
          "In the year {value}, {name} was born."),
         "{name} was born in the year {value}.",
-        "{name} lived in the {value}.",
+        "The century of {name} was the {value}.",
         "The year {value} is in the {implied}.",
     ),
     Attribute(
         "trade", _TRADES,
         ("{name} worked as a {value}.", "As a {value}, {name} worked hard.", "{name} was trained as a {value}."),
         "{name} worked as a {value}.",
-        "{name} worked at the {value}.",
+        "The workplace of {name} was the {value}.",
         "A {value} works at a {implied}.",
     ),
     Attribute(

@@ -1,0 +1,129 @@
+"""`seal-dist grid`: a demonstration measured over several builds of the tiny model and several worlds.
+
+The tiny model's weights differ between processors (CPU kernels round differently, and pretraining amplifies
+it), so one build's result says little about another machine's. A grid stands in for other machines: each
+cell is a pretraining seed (another build) x a world seed (other people and passages), run as a full
+`seal-dist train` and `seal-dist eval` in its own folder (logs in train.log / eval.log; a cell already
+evaluated is kept, a cell cut short resumes). The summary counts the cells where the trained policy's
+self-edits beat round 0's, the gaps' mean and sd, and each ordering's mean over cells.
+
+    seal-dist grid grids/demo experiment=demo_cpu                       # 3 x 3 cells
+    seal-dist grid grids/demo --pretrain-seeds 0,1 --world-seeds 1000 experiment=demo_cpu rounds=2
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from statistics import mean, stdev
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from seal_dist.rundir import RunDir
+
+ROWS = ("no update", "passage", "round 0", "policy")  # the eval table's first four rows, in its order
+
+
+def cell_dir(root: Path, pretrain_seed: int, world_seed: int) -> Path:
+    return root / f"pretrain{pretrain_seed}-world{world_seed}"
+
+
+def run_cell(folder: Path, overrides: list[str], pretrain_seed: int, world_seed: int) -> None:
+    """Trains (or resumes) and evaluates one cell; a failing step raises with the name of its log."""
+    seeds = [*overrides, f"model.tiny.seed={pretrain_seed}", f"task.world.seed={world_seed}"]
+    train = ([f"resume={folder}"] if (folder / "checkpoint.json").exists() else [*seeds, f"hydra.run.dir={folder}"])
+    steps = (("train", "seal_dist.train", train),
+             ("eval", "seal_dist.evaluate", [*seeds, f"eval.run={folder}", f"hydra.run.dir={folder / 'eval'}"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, module, args in steps:
+        log = folder / f"{name}.log"
+        with log.open("w") as out:
+            done = subprocess.run([sys.executable, "-m", module, "progress=false", *args], stdout=out, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{folder.name}: seal-dist {name} failed (exit {done.returncode}); see {log}")
+
+
+def cell_result(folder: Path) -> dict:
+    """A finished cell's accuracies (the eval's first four rows), the policy-over-round-0 ordering and the
+    policy's own no-update held-out accuracy per round (its forgetting)."""
+    evaluation = json.loads((folder / "eval" / "eval.json").read_text())
+    rows = evaluation["rows"][: len(ROWS)]
+    summary = RunDir(str(folder)).summary()
+    no_update = [r["heldout_baseline"] for r in summary["rounds"]] + [summary["final"]["heldout_baseline"]]
+    return {"cell": folder.name, **{name: row["accuracy"] for name, row in zip(ROWS, rows)},
+            "policy_gap": evaluation["orderings"][2], "policy_no_update": no_update}
+
+
+def summarize(cells: list[dict]) -> dict:
+    """Over the cells: each row's mean and sd, the policy's gap over round 0 (count of wins, mean, sd), and
+    whether the orderings hold in the mean."""
+    gaps = [c["policy"] - c["round 0"] for c in cells]
+    means = {name: mean(c[name] for c in cells) for name in ROWS}
+    return {
+        "cells": len(cells),
+        "mean": means,
+        "sd": {name: stdev(c[name] for c in cells) if len(cells) > 1 else 0.0 for name in ROWS},
+        "policy_wins": sum(g > 0 for g in gaps),
+        "policy_wins_significant": sum(c["policy_gap"]["significant"] for c in cells),
+        "gap_mean": mean(gaps),
+        "gap_sd": stdev(gaps) if len(gaps) > 1 else 0.0,
+        "orderings_hold_in_mean": all(means[a] < means[b] for a, b in zip(ROWS, ROWS[1:])),
+    }
+
+
+def print_grid(console: Console, cells: list[dict], overall: dict) -> None:
+    table = Table(title="No-context accuracy after each update, per cell (pretraining seed x world seed)")
+    for header in ("cell", *ROWS, "policy - round 0", "significant", "policy no-update, rounds 0..final"):
+        table.add_column(header, justify="right")
+    for c in cells:
+        table.add_row(c["cell"], *(f"{c[name]:.3f}" for name in ROWS), f"{c['policy'] - c['round 0']:+.3f}",
+                      "yes" if c["policy_gap"]["significant"] else "no",
+                      " ".join(f"{v:.2f}" for v in c["policy_no_update"]))
+    table.add_row("mean (sd)", *(f"{overall['mean'][n]:.3f} ({overall['sd'][n]:.3f})" for n in ROWS),
+                  f"{overall['gap_mean']:+.3f} ({overall['gap_sd']:.3f})", "", "")
+    console.print(table)
+    console.print(f"policy > round 0 in {overall['policy_wins']} of {overall['cells']} cells "
+                  f"({overall['policy_wins_significant']} significant); mean gap {overall['gap_mean']:+.3f}, "
+                  f"sd {overall['gap_sd']:.3f}; no update < passage < round 0 < policy in the mean: "
+                  f"{'yes' if overall['orderings_hold_in_mean'] else 'no'}")
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="seal-dist grid", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the grid's folder: a subfolder per cell, grid.json")
+    parser.add_argument("--pretrain-seeds", type=seed_list, default="0,1,2", help="model.tiny.seed values (default 0,1,2)")
+    parser.add_argument("--world-seeds", type=seed_list, default="1000,1001,1002",
+                        help="task.world.seed values (default 1000,1001,1002)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every cell's train and eval")
+    args = parser.parse_intermixed_args(argv)
+    console = Console()
+    grid = [(p, w) for p in args.pretrain_seeds for w in args.world_seeds]
+    cells = []
+    with Progress(console=console) as progress:
+        bar = progress.add_task("grid", total=len(grid))
+        for p, w in grid:
+            folder = cell_dir(args.out, p, w)
+            if not (folder / "eval" / "eval.json").exists():
+                progress.update(bar, description=f"{folder.name}: train + eval ({folder}/*.log)")
+                run_cell(folder, args.overrides, p, w)
+            cells.append(cell_result(folder))
+            progress.console.print(f"{folder.name}: " + ", ".join(f"{n} {cells[-1][n]:.3f}" for n in ROWS))
+            progress.advance(bar)
+    overall = summarize(cells)
+    (args.out / "grid.json").write_text(json.dumps({"cells": cells, "summary": overall}, indent=2))
+    print_grid(console, cells, overall)
+
+
+if __name__ == "__main__":
+    main()

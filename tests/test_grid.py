@@ -1,0 +1,26 @@
+"""`seal-dist grid`'s summary over cells, on known values."""
+
+import pytest
+
+from seal_dist.grid import summarize
+
+
+def cell(name, none, passage, round0, policy, significant):
+    return {"cell": name, "no update": none, "passage": passage, "round 0": round0, "policy": policy,
+            "policy_gap": {"significant": significant}, "policy_no_update": [0.1, 0.1]}
+
+
+def test_summary_counts_wins_and_the_spread_of_the_gaps():
+    cells = [cell("a", 0.1, 0.5, 0.6, 0.8, True), cell("b", 0.0, 0.5, 0.7, 0.8, True),
+             cell("c", 0.2, 0.6, 0.65, 0.6, False)]
+    s = summarize(cells)
+    assert (s["cells"], s["policy_wins"], s["policy_wins_significant"]) == (3, 2, 2)
+    assert s["gap_mean"] == pytest.approx((0.2 + 0.1 - 0.05) / 3)
+    assert s["gap_sd"] == pytest.approx(0.1258305739)  # sample sd of 0.2, 0.1, -0.05
+    assert s["mean"]["policy"] == pytest.approx(2.2 / 3) and s["sd"]["no update"] == pytest.approx(0.1)
+    assert s["orderings_hold_in_mean"]
+
+
+def test_an_ordering_broken_in_the_mean_is_reported():
+    s = summarize([cell("a", 0.1, 0.6, 0.5, 0.8, True), cell("b", 0.1, 0.6, 0.55, 0.7, True)])
+    assert not s["orderings_hold_in_mean"] and s["policy_wins"] == 2
