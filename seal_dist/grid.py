@@ -41,19 +41,21 @@ def run_cell(folder: Path, overrides: list[str], pretrain_seed: int, world_seed:
     for name, module, args in steps:
         log = folder / f"{name}.log"
         with log.open("w") as out:
-            done = subprocess.run([sys.executable, "-m", module, "progress=false", *args], stdout=out, stderr=subprocess.STDOUT)
+            command = [sys.executable, "-m", module, "progress=false", *args]
+            done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             raise RuntimeError(f"{folder.name}: seal-dist {name} failed (exit {done.returncode}); see {log}")
 
 
-def cell_result(folder: Path) -> dict:
+def cell_result(folder: Path, pretrain_seed: int, world_seed: int) -> dict:
     """A finished cell's accuracies (the eval's first four rows), the policy-over-round-0 ordering and the
     policy's own no-update held-out accuracy per round (its forgetting)."""
     evaluation = json.loads((folder / "eval" / "eval.json").read_text())
     rows = evaluation["rows"][: len(ROWS)]
     summary = RunDir(str(folder)).summary()
     no_update = [r["heldout_baseline"] for r in summary["rounds"]] + [summary["final"]["heldout_baseline"]]
-    return {"cell": folder.name, **{name: row["accuracy"] for name, row in zip(ROWS, rows)},
+    return {"cell": folder.name, "pretrain_seed": pretrain_seed, "world_seed": world_seed,
+            **{name: row["accuracy"] for name, row in zip(ROWS, rows)},
             "policy_gap": evaluation["orderings"][2], "policy_no_update": no_update}
 
 
@@ -70,24 +72,26 @@ def summarize(cells: list[dict]) -> dict:
         "policy_wins_significant": sum(c["policy_gap"]["significant"] for c in cells),
         "gap_mean": mean(gaps),
         "gap_sd": stdev(gaps) if len(gaps) > 1 else 0.0,
+        "round0_wins": sum(c["round 0"] > c["passage"] for c in cells),
         "orderings_hold_in_mean": all(means[a] < means[b] for a, b in zip(ROWS, ROWS[1:])),
     }
 
 
 def print_grid(console: Console, cells: list[dict], overall: dict) -> None:
     table = Table(title="No-context accuracy after each update, per cell (pretraining seed x world seed)")
-    for header in ("cell", *ROWS, "policy - round 0", "significant", "policy no-update, rounds 0..final"):
+    for header in ("pretrain seed", "world", *ROWS, "policy - round 0", "significant", "policy no-update, v0 -> final"):
         table.add_column(header, justify="right")
     for c in cells:
-        table.add_row(c["cell"], *(f"{c[name]:.3f}" for name in ROWS), f"{c['policy'] - c['round 0']:+.3f}",
-                      "yes" if c["policy_gap"]["significant"] else "no",
-                      " ".join(f"{v:.2f}" for v in c["policy_no_update"]))
-    table.add_row("mean (sd)", *(f"{overall['mean'][n]:.3f} ({overall['sd'][n]:.3f})" for n in ROWS),
+        table.add_row(str(c["pretrain_seed"]), str(c["world_seed"]), *(f"{c[name]:.3f}" for name in ROWS),
+                      f"{c['policy'] - c['round 0']:+.3f}", "yes" if c["policy_gap"]["significant"] else "no",
+                      f"{c['policy_no_update'][0]:.3f} -> {c['policy_no_update'][-1]:.3f}")
+    table.add_row("mean (sd)", "", *(f"{overall['mean'][n]:.3f} ({overall['sd'][n]:.3f})" for n in ROWS),
                   f"{overall['gap_mean']:+.3f} ({overall['gap_sd']:.3f})", "", "")
     console.print(table)
     console.print(f"policy > round 0 in {overall['policy_wins']} of {overall['cells']} cells "
                   f"({overall['policy_wins_significant']} significant); mean gap {overall['gap_mean']:+.3f}, "
-                  f"sd {overall['gap_sd']:.3f}; no update < passage < round 0 < policy in the mean: "
+                  f"sd {overall['gap_sd']:.3f}; round 0 > passage in {overall['round0_wins']}; "
+                  f"no update < passage < round 0 < policy in the mean: "
                   f"{'yes' if overall['orderings_hold_in_mean'] else 'no'}")
 
 
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="seal-dist grid", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="the grid's folder: a subfolder per cell, grid.json")
-    parser.add_argument("--pretrain-seeds", type=seed_list, default="0,1,2", help="model.tiny.seed values (default 0,1,2)")
+    parser.add_argument("--pretrain-seeds", type=seed_list, default="0,1,2",
+                        help="model.tiny.seed values (default 0,1,2)")
     parser.add_argument("--world-seeds", type=seed_list, default="1000,1001,1002",
                         help="task.world.seed values (default 1000,1001,1002)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every cell's train and eval")
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             if not (folder / "eval" / "eval.json").exists():
                 progress.update(bar, description=f"{folder.name}: train + eval ({folder}/*.log)")
                 run_cell(folder, args.overrides, p, w)
-            cells.append(cell_result(folder))
+            cells.append(cell_result(folder, p, w))
             progress.console.print(f"{folder.name}: " + ", ".join(f"{n} {cells[-1][n]:.3f}" for n in ROWS))
             progress.advance(bar)
     overall = summarize(cells)

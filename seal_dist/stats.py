@@ -44,5 +44,6 @@ class Ordering:
 def orderings(names: list[str], scores: np.ndarray, resampled: np.ndarray, confidence: float) -> list[Ordering]:
     """Each condition against the one before it (the comparison's order: no update, passage, round 0, ...)."""
     means = scores.mean(axis=1)
-    return [Ordering(names[i], names[i - 1], interval(means[i] - means[i - 1], resampled[i] - resampled[i - 1], confidence))
+    return [Ordering(names[i], names[i - 1],
+                     interval(means[i] - means[i - 1], resampled[i] - resampled[i - 1], confidence))
             for i in range(1, len(names))]

@@ -71,7 +71,8 @@ class Tracker:
             table.add_column(header, justify="right")
         for r in rows:
             stated = "-" if r["answers_stated"] is None else _fmt(r["answers_stated"])
-            table.add_row(r["update"], _fmt(r["accuracy"]), _interval(r), stated, str(r["updates"]), str(r["questions"]))
+            table.add_row(r["update"], _fmt(r["accuracy"]), _interval(r), stated, str(r["updates"]),
+                          str(r["questions"]))
         self.console.print(table)
         table = Table(title=f"Orderings (paired bootstrap over contexts; significant: the {level} interval excludes 0)")
         for header in ("ordering", "gap", f"{level} interval", "significant"):

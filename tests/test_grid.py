@@ -18,9 +18,9 @@ def test_summary_counts_wins_and_the_spread_of_the_gaps():
     assert s["gap_mean"] == pytest.approx((0.2 + 0.1 - 0.05) / 3)
     assert s["gap_sd"] == pytest.approx(0.1258305739)  # sample sd of 0.2, 0.1, -0.05
     assert s["mean"]["policy"] == pytest.approx(2.2 / 3) and s["sd"]["no update"] == pytest.approx(0.1)
-    assert s["orderings_hold_in_mean"]
+    assert s["orderings_hold_in_mean"] and s["round0_wins"] == 3
 
 
 def test_an_ordering_broken_in_the_mean_is_reported():
     s = summarize([cell("a", 0.1, 0.6, 0.5, 0.8, True), cell("b", 0.1, 0.6, 0.55, 0.7, True)])
-    assert not s["orderings_hold_in_mean"] and s["policy_wins"] == 2
+    assert not s["orderings_hold_in_mean"] and s["policy_wins"] == 2 and s["round0_wins"] == 0
