@@ -7,7 +7,7 @@ import sys
 COMMANDS = {  # name: (Hydra app module, what it does)
     "train": ("seal_dist.train", "train a policy with SEAL (ReST-EM rounds) in runs/<time>/"),
     "eval": ("seal_dist.evaluate", "compare updates on held-out passages: table, eval.json, charts"),
-    "grid": ("seal_dist.grid", "train and evaluate over pretraining seeds x world seeds: the table of all cells"),
+    "grid": ("seal_dist.grid", "train + eval for each pretraining x world seed; one table"),
 }
 
 

@@ -58,6 +58,8 @@ def test_bad_override_fails_naming_the_key(override, message):
     ("task.answer_template=no_field", "task.answer_template lacks"),
     ("model.path=/x", "set exactly one of model.path"),
     ("model=hf", "missing value for model.path"),
+    ("eval.confidence=1.5", "eval.confidence must be between 0 and 1, got 1.5"),
+    ("eval.contexts=0", "eval.contexts must be at least 1"),
 ])
 def test_validate_names_the_problem(override, message):
     cfg = compose_config("run_dir=x", override)

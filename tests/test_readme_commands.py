@@ -191,7 +191,7 @@ RUN = {  # first words: how the command is run
     ("export",): export,
 }
 NOT_RUN = {  # first words: (why the command is not run here, the cheaper check made instead)
-    ("make", "demo"): ("about 14 minutes on a 2-core machine, 8 of them building the tiny model",
+    ("make", "demo"): ("about 13 minutes on a 2-core machine, 7 of them building the tiny model",
                        compose_make_demo),
     ("make", "test"): ("the test suite, this test included", None),
     ("pip", "install"): ("needs the network, and CUDA for .[gpu]", check_pip_install),

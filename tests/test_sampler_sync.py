@@ -10,7 +10,7 @@ from seal_dist.learner.sft import PolicyTrainer
 from seal_dist.models import load_tokenizer
 from tests.conftest import fast_config
 
-TARGETS = (" harp harp harp harp", " owl owl owl owl")
+TARGETS = (" baker baker baker baker", " owl owl owl owl")  # words of the tiny model's world
 
 
 @pytest.fixture(scope="module", params=["vllm", "hf"])
