@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX ?=
 PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: demo test venv clean
+.PHONY: demo demo-arc test venv clean
 
 $(VENV)/.installed: requirements/cpu.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ DEMO_RUN := runs/demo-$(shell date +%Y-%m-%d_%H-%M-%S)
 demo: venv
 	$(VENV)/bin/seal-dist train experiment=demo_cpu hydra.run.dir=$(DEMO_RUN)
 	$(VENV)/bin/seal-dist eval experiment=demo_cpu eval.run=$(DEMO_RUN) hydra.run.dir=$(DEMO_RUN)/eval
+
+# The same for few-shot ARC on the synthetic grid world (prints the ARC table).
+demo-arc: venv
+	$(VENV)/bin/seal-dist train experiment=demo_arc hydra.run.dir=$(DEMO_RUN)-arc
+	$(VENV)/bin/seal-dist eval experiment=demo_arc eval.run=$(DEMO_RUN)-arc hydra.run.dir=$(DEMO_RUN)-arc/eval
 
 test: venv
 	$(PY) -m pytest -q

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from seal_dist.inner.batched import BatchedEngine  # noqa: E402
 from seal_dist.inner.job import InnerJob  # noqa: E402
 from seal_dist.inner.sequential import SequentialEngine  # noqa: E402
-from seal_dist.tasks.segments import update_texts  # noqa: E402
+from seal_dist.tasks.knowledge.segments import update_texts  # noqa: E402
 from seal_dist.training import Example  # noqa: E402
 
 ARCHS = {  # the published configs' shapes
@@ -89,7 +89,7 @@ def make_jobs(data: Path, n: int, vocab_size: int, pad_to: int | None) -> list[I
 
 def inner_settings(k: int) -> SimpleNamespace:
     lora = SimpleNamespace(r=32, alpha=64, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    return SimpleNamespace(lora=lora, lr=1e-3, epochs=10, batch_size=1, max_seq_len=MAX_SEQ_LEN,
+    return SimpleNamespace(lora=lora, lr=1e-3, epochs=10, schedule="linear", warmup_steps=0, batch_size=1, max_seq_len=MAX_SEQ_LEN,
                            eval_batch_size=k * QUESTIONS, adapters_per_step=k)
 
 

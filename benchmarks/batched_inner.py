@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from seal_dist import config, models
 from seal_dist.inner.batched import BatchedEngine
 from seal_dist.inner.sequential import SequentialEngine
-from seal_dist.tasks.knowledge import KnowledgeTask
+from seal_dist.tasks.knowledge.task import KnowledgeTask
 from seal_dist.train import CONF_DIR
 
 
@@ -47,7 +47,7 @@ def main() -> None:
         cfg = compose("config", overrides=["experiment=demo_cpu", "run_dir=runs/benchmark", *overrides])
     torch.set_num_threads(cfg.resources.torch_threads)
     task = KnowledgeTask(cfg.task)
-    path = models.resolve_path(cfg.model, cfg.task)
+    path = models.resolve_path(cfg.model, task)
     tokenizer = models.load_tokenizer(path)
     contexts = task.load("heldout")[: args.jobs]
     jobs = [task.make_job(f"b{i}", c, numbered_sentences(c.text), 0, seed=i) for i, c in enumerate(contexts)]

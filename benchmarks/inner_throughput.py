@@ -19,7 +19,7 @@ from seal_dist import config, models
 from seal_dist.cluster import ray_cluster
 from seal_dist.inner.sequential import SequentialEngine
 from seal_dist.inner.pool import InnerPool
-from seal_dist.tasks.knowledge import KnowledgeTask
+from seal_dist.tasks.knowledge.task import KnowledgeTask
 from seal_dist.train import CONF_DIR
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["experiment=demo_cpu", "run_dir=runs/benchmark", *overrides])
     task = KnowledgeTask(cfg.task)
-    model_path = models.resolve_path(cfg.model, cfg.task)
+    model_path = models.resolve_path(cfg.model, task)
     contexts = task.load("train")[: args.jobs]
     jobs = [task.make_job(f"b{i}", c, f"1. {c.text}", 0, seed=i) for i, c in enumerate(contexts)]
 

@@ -39,6 +39,13 @@ class InnerEngineKind(str, Enum):
     sequential = "sequential"  # one PEFT adapter at a time, as the reference (seal_dist/inner/sequential.py)
 
 
+class Schedule(str, Enum):
+    """The learning rate over an inner-loop update's steps."""
+
+    linear = "linear"  # linear decay to 0 (the knowledge reference's)
+    cosine = "cosine"  # cosine decay to 0 after a linear warm-up (the ARC reference's)
+
+
 class WandbMode(str, Enum):
     online = "online"
     offline = "offline"
@@ -59,11 +66,20 @@ class WorldConfig:
 @dataclass
 class PromptConfig:
     name: str = MISSING
-    template: str = MISSING  # fields: {title}, {context}
+    template: str = MISSING  # knowledge: fields {title}, {context}; ARC: field {demonstrations}
 
 
 @dataclass
-class TaskConfig:
+class KnowledgePretrainingConfig:
+    """The tiny model's pretraining corpus for knowledge incorporation."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)  # pretraining people, disjoint from the task's
+    readers: int = MISSING  # further people seen only as a passage and a self-edit: they teach reading
+    copy_drills: int = MISSING  # random lists of names and values, repeated: they teach induction
+
+
+@dataclass
+class KnowledgeTaskConfig:
     name: str = MISSING  # "knowledge"
     train_data: str = MISSING  # "synthetic" or a JSON file in the SEAL reference schema
     heldout_data: str = MISSING  # "synthetic" or a JSON file in the SEAL reference schema
@@ -74,11 +90,83 @@ class TaskConfig:
     metric: Metric = MISSING
     answer_span: AnswerSpan = MISSING
     max_answer_tokens: int = MISSING
+    pretraining: KnowledgePretrainingConfig = field(default_factory=KnowledgePretrainingConfig)
+
+
+@dataclass
+class ArcDataConfig:
+    """An ARC-AGI challenges file and its solutions file (or both `synthetic`: the grid world)."""
+
+    challenges: str = MISSING
+    solutions: str = MISSING
+    tasks: Optional[list[str]] = MISSING  # these task ids, in this order; null: every task of the file
+
+
+@dataclass
+class AugmentationConfig:
+    """How a self-edit's training set is built from the leave-one-out and leave-two-out problems of the
+    demonstrations (the reference's caps)."""
+
+    max_side: int = MISSING  # problems with a larger grid are dropped (30)
+    max_tokens: int = MISSING  # problems with more tokens are dropped (8192)
+    max_examples: int = MISSING  # the training set is shuffled and capped (250)
+    colour_permutations: int = MISSING  # copies of each problem under a random colour permutation (0 kept)
+    order_permutations: int = MISSING  # copies with the demonstrations in a random order
+
+
+@dataclass
+class OracleConfig:
+    """The grid of configurations whose best, per task, is `seal-dist eval`'s oracle row."""
+
+    augmentations: list[list[str]] = MISSING  # families switched on, per configuration
+    strategies: list[str] = MISSING  # train_using_output_tokens | train_using_all_tokens
+    learning_rates: list[float] = MISSING
+    epochs: list[int] = MISSING
+
+
+@dataclass
+class GridWorldConfig:
+    """The seeded synthetic grid world (used when a split's data is `synthetic`)."""
+
+    seed: int = MISSING
+    num_train: int = MISSING
+    num_heldout: int = MISSING
+    families: list[str] = MISSING  # the transformations its tasks are drawn from (seal_dist/tasks/arc/world.py)
+    side: list[int] = MISSING  # grid heights and widths drawn from [low, high]
+    colours: int = MISSING  # colours per task besides the background 0
+    demos: int = MISSING  # demonstrations per task (one test input each)
+
+
+@dataclass
+class ArcPretrainingConfig:
+    """The tiny model's pretraining corpus for ARC: problems of the grid world's pretraining families."""
+
+    world: GridWorldConfig = field(default_factory=GridWorldConfig)  # its tasks are solved in the corpus
+    self_edits: int = MISSING  # self-edit prompts, each followed by a random configuration: the round-0 policy
+    learning_rates: list[float] = MISSING  # those configurations' learning rates, drawn uniformly
+    epochs: list[int] = MISSING  # and epochs
+
+
+@dataclass
+class ArcTaskConfig:
+    name: str = MISSING  # "arc"
+    train: ArcDataConfig = field(default_factory=ArcDataConfig)
+    heldout: ArcDataConfig = field(default_factory=ArcDataConfig)
+    world: GridWorldConfig = field(default_factory=GridWorldConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    chat_template: str = MISSING  # wraps the prompt (field {prompt}), e.g. in the model's chat format
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    lr_bounds: list[float] = MISSING  # a self-edit's learning rate is clamped into [low, high]
+    epoch_bounds: list[int] = MISSING  # and its epochs
+    max_steps: int = MISSING  # cost guard: epochs x examples / inner.batch_size above this trains nothing (375)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    max_answer_tokens: int = MISSING
+    pretraining: ArcPretrainingConfig = field(default_factory=ArcPretrainingConfig)
 
 
 @dataclass
 class TinyModelConfig:
-    """Architecture and pretraining of the project's own tiny Qwen2 model."""
+    """Architecture and pretraining of the project's own tiny Qwen2 model (its corpus comes from the task)."""
 
     vocab_size: int = MISSING
     hidden_size: int = MISSING
@@ -87,9 +175,6 @@ class TinyModelConfig:
     num_kv_heads: int = MISSING
     intermediate_size: int = MISSING
     max_position: int = MISSING
-    world: WorldConfig = field(default_factory=WorldConfig)  # pretraining entities, disjoint from the task's
-    readers: int = MISSING  # further people seen only as a passage and a self-edit: they teach reading
-    copy_drills: int = MISSING  # random lists of names and values, repeated: they teach induction
     pretrain_steps: int = MISSING
     pretrain_batch_size: int = MISSING
     pretrain_seq_len: int = MISSING
@@ -123,6 +208,7 @@ class SamplerConfig:
     top_p: float = MISSING
     max_tokens: int = MISSING
     heldout_temperature: float = MISSING  # sampling of the held-out self-edits
+    parse_tries: int = MISSING  # a self-edit that does not parse is resampled, up to this many samples in all
     max_model_len: int = MISSING
     max_lora_rank: int = MISSING
     engine_kwargs: dict[str, Any] = MISSING  # passed to vllm.LLM as is
@@ -138,8 +224,10 @@ class InnerConfig:
     max_failures: int = MISSING  # worker-group restarts before the run fails (leased jobs are redone)
     repeats: int = MISSING  # S inner runs per self-edit, scores averaged
     lora: LoraConfig = field(default_factory=LoraConfig)
-    lr: float = MISSING
-    epochs: int = MISSING
+    lr: float = MISSING  # where the self-edit does not set it
+    epochs: int = MISSING  # likewise
+    schedule: Schedule = MISSING
+    warmup_steps: int = MISSING
     batch_size: int = MISSING
     max_seq_len: int = MISSING
     eval_batch_size: int = MISSING
@@ -150,6 +238,7 @@ class LearnerConfig:
     top_k: int = MISSING  # self-edits kept per context (ReST-EM E-step)
     min_gain: Optional[float] = MISSING  # keep only rewards above baseline + min_gain; null: no threshold
     min_advantage: Optional[float] = MISSING  # keep only rewards above the context's mean reward + this; null: none
+    min_reward: Optional[float] = MISSING  # keep only rewards of at least this; null: no threshold
     lora: LoraConfig = field(default_factory=LoraConfig)
     lr: float = MISSING
     epochs: int = MISSING
@@ -194,7 +283,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: Any = MISSING  # a KnowledgeTaskConfig or an ArcTaskConfig (conf/task/*: their schema)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -230,7 +319,10 @@ def user_errors(command: str) -> Iterator[None]:
 
 def register() -> None:
     """The schema, and the resolver `${seal_dist.coalesce:a,b}`: a, or b where a is null."""
-    ConfigStore.instance().store(name="seal_dist_schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="seal_dist_schema", node=Config)
+    store.store(group="task", name="knowledge_schema", node=KnowledgeTaskConfig)
+    store.store(group="task", name="arc_schema", node=ArcTaskConfig)
     OmegaConf.register_new_resolver("seal_dist.coalesce", lambda a, b: b if a is None else a, replace=True)
 
 
@@ -246,19 +338,25 @@ def validate(cfg: DictConfig) -> None:
             f"learner.lora.r={cfg.learner.lora.r} exceeds sampler.max_lora_rank={cfg.sampler.max_lora_rank}"
         )
     for key in ("rounds", "contexts_per_round", "heldout_contexts", "sampler.num_samples", "sampler.num_engines",
-                "inner.repeats", "inner.num_workers", "inner.adapters_per_step", "eval.contexts", "eval.bootstrap"):
+                "inner.repeats", "inner.num_workers", "inner.adapters_per_step", "eval.contexts", "eval.bootstrap",
+                "sampler.parse_tries"):
         if OmegaConf.select(cfg, key) < 1:
             raise UserError(f"{key} must be at least 1")
     if not 0 < cfg.eval.confidence < 1:
         raise UserError(f"eval.confidence must be between 0 and 1, got {cfg.eval.confidence}")
-    for key, template, fields in (
-        ("task.prompt.template", cfg.task.prompt.template, ("{title}", "{context}")),
-        ("task.question_template", cfg.task.question_template, ("{question}",)),
-        ("task.answer_template", cfg.task.answer_template, ("{question}",)),
-    ):
-        missing = [f for f in fields if f not in template]
+    if cfg.task.name not in TEMPLATE_FIELDS:
+        raise UserError(f"task.name must be one of {sorted(TEMPLATE_FIELDS)}, got {cfg.task.name!r}")
+    for key, fields in TEMPLATE_FIELDS[cfg.task.name]:
+        missing = [f for f in fields if f not in OmegaConf.select(cfg, key)]
         if missing:
             raise UserError(f"{key} lacks the field(s) {missing}")
+
+
+TEMPLATE_FIELDS = {  # per task, each template and the fields it must contain
+    "knowledge": (("task.prompt.template", ("{title}", "{context}")), ("task.question_template", ("{question}",)),
+                  ("task.answer_template", ("{question}",))),
+    "arc": (("task.prompt.template", ("{demonstrations}",)), ("task.chat_template", ("{prompt}",))),
+}
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -1,8 +1,9 @@
 """`seal-dist eval`: the paper's comparison on held-out contexts. Each kind of update is applied to the base
-model with the same inner-loop settings, and no-context accuracy is measured afterwards:
+model with the same inner-loop settings, and the updated model is scored as in training:
 
-    no update | passage only | round-0 self-edits | the trained policy's self-edits | self-edits from a file
+    the task's conditions before | round-0 self-edits | the trained policy's self-edits | the task's after
 
+(knowledge: no update and passage only | ... | self-edits from a file; ARC: in-context learning | ... | oracle).
 Writes eval.json, eval.png (bar chart), results.jsonl and, for a training run, rl_curve.png.
 
     seal-dist eval experiment=demo_cpu eval.run=runs/<time>
@@ -22,28 +23,25 @@ from omegaconf import DictConfig
 from seal_dist import config, models, stats
 from seal_dist.cluster import Components, ray_cluster
 from seal_dist.config import UserError, to_container
-from seal_dist.loop import run_jobs, succeeded
+from seal_dist.loop import parse_error, run_jobs, sample_self_edits, succeeded
 from seal_dist.rundir import RunDir
-from seal_dist.tasks.knowledge import Context, KnowledgeTask, parse_records, read_records
+from seal_dist.tasks.interface import Condition, Task, create
 from seal_dist.tracking import Tracker
 from seal_dist.train import CONF_DIR
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
-NO_UPDATE, PASSAGE = "no update", "passage only"
 ADAPTER_ID = 10**6  # the sampler's LoRA id for an adapter given by path (training versions count from 1)
 
 
 def evaluate(cfg: DictConfig) -> list[dict]:
-    task = KnowledgeTask(cfg.task)
+    task = create(cfg)
     contexts = task.load("heldout")[: cfg.eval.contexts]
-    compared = policies(cfg.eval)  # the run, adapter and file the settings name are checked before Ray starts
-    from_file = {}
-    if cfg.eval.self_edits_file is not None:
-        condition = f"file: {Path(cfg.eval.self_edits_file).stem}"
-        from_file[condition] = file_self_edits(cfg.eval.self_edits_file, contexts, cfg.eval.samples)
-    model_path = models.resolve_path(cfg.model, cfg.task)
+    compared = policies(cfg.eval)  # the run, adapter and files the settings name are checked before Ray starts
+    before, after = task.conditions(contexts, cfg.eval)
+    model_path = models.resolve_path(cfg.model, task)
+    task.use_tokenizer(models.load_tokenizer(model_path))
     out = RunDir(cfg.run_dir)
     out.save_config(cfg)
     with ray_cluster(cfg.resources):
@@ -51,22 +49,23 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         parts = Components(cfg, model_path, policy_dir=None)
         parts.publish(0, None)  # every update is applied to the base model
         try:
-            edits = {NO_UPDATE: {c.id: [None] for c in contexts}, PASSAGE: {c.id: [""] for c in contexts}}
+            conditions = list(before)
             for name, version, path in compared:
                 parts.use_sampler_policy(version, path)
                 tracker.phase(None, f"sampling self-edits: {name}", 1)
-                sampled = parts.sample([task.prompt(c) for c in contexts], cfg.eval.samples, cfg.eval.temperature, cfg.seed)
-                edits[name] = dict(zip([c.id for c in contexts], sampled))
-            edits.update(from_file)
-            jobs = eval_jobs(task, contexts, edits, cfg.eval.seeds)
+                conditions.append(Condition(name, sample_self_edits(parts, task, contexts, cfg.eval.samples,
+                                                                    cfg.eval.temperature, cfg.seed, cfg.sampler.parse_tries)))
+            conditions += after
+            jobs = eval_jobs(task, contexts, conditions, cfg.eval.seeds)
             records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), None)
         finally:
             parts.shutdown()
             tracker.close()
-    rows, gaps = summarize(records, list(edits), cfg.eval)
-    for row in rows:  # what each kind of update writes: how many of the questions' answers it states
-        stated = [task.answers_in_update(c, e) for c in contexts for e in edits[row["update"]][c.id]]
-        row["answers_stated"] = None if None in stated else mean(stated)
+    rows, gaps = summarize(records, conditions, cfg.eval)
+    for row, condition in zip(rows, conditions):  # what each kind of update writes or chooses, on average
+        described = [task.describe(c, e) for c in contexts for e in condition.edits[c.id]]
+        keys = dict.fromkeys(key for d in described for key in d)
+        row.update({key: mean(d[key] for d in described if key in d) for key in keys})
     (out.root / "eval.json").write_text(json.dumps(
         {"rows": rows, "orderings": gaps, "contexts": len(contexts), "confidence": cfg.eval.confidence}, indent=2))
     bar_chart(rows, out.root / "eval.png")
@@ -94,57 +93,46 @@ def policies(cfg) -> list[tuple[str, int, str | None]]:
     return found
 
 
-def file_self_edits(path: str, contexts: list[Context], samples: int) -> dict[str, list[str]]:
-    """The first `samples` completions of each context in a SEAL-schema file, matched by title and passage."""
-    records = read_records(path)
-    parse_records(records, path)  # the file must follow the SEAL schema, questions included
-    by_passage = {(r["title"], r["context"]): r.get("completions", []) for r in records}
-    found = {}
-    for ctx in contexts:
-        completions = by_passage.get((ctx.title, ctx.text))
-        if not completions:
-            raise UserError(f"{path}: no completions for the held-out passage '{ctx.title}' ({ctx.id})")
-        found[ctx.id] = completions[:samples]
-    return found
-
-
-def eval_jobs(task: KnowledgeTask, contexts: list[Context], edits: dict, seeds: list[int]) -> list[tuple]:
+def eval_jobs(task: Task, contexts: list, conditions: list[Condition], seeds: list[int]) -> list[tuple]:
     jobs = []
-    for condition, per_context in edits.items():
+    for condition in conditions:
         for ctx in contexts:
-            for k, edit in enumerate(per_context[ctx.id]):
+            for k, edit in enumerate(condition.edits[ctx.id]):
                 for seed in seeds[:1] if edit is None else seeds:  # no update: greedy, the same every time
-                    job_id = f"{condition}|{ctx.id}|s{k}|seed{seed}"
-                    meta = {"round": 0, "split": "heldout", "condition": condition, "context_id": ctx.id,
+                    job_id = f"{condition.name}|{ctx.id}|s{k}|seed{seed}"
+                    meta = {"round": 0, "split": "heldout", "condition": condition.name, "context_id": ctx.id,
                             "sample": k, "repeat": seed, "policy_version": 0, "self_edit": edit,
-                            "questions": len(ctx.questions)}
+                            "parse_error": parse_error(task, edit), "items": task.items(ctx)}
                     jobs.append((task.make_job(job_id, ctx, edit, 0, seed), meta))
     return jobs
 
 
-def summarize(records: list[dict], conditions: list[str], cfg) -> tuple[list[dict], list[dict]]:
+def summarize(records: list[dict], conditions: list[Condition], cfg) -> tuple[list[dict], list[dict]]:
     """One row per condition: its accuracy (the mean over contexts of each context's mean over its successful
-    updates) with a bootstrap interval over contexts, the number of updates and of questions; and each
-    condition against the one before it, with the paired interval of the gap and whether it excludes 0."""
+    updates, or their best for a best-of condition) with a bootstrap interval over contexts, the number of
+    updates and of graded items; and each condition against the one before it, with the paired interval of the
+    gap and whether it excludes 0."""
     ok = succeeded(records)
     per_context = defaultdict(list)
     for r in ok:
         per_context[(r["condition"], r["context_id"])].append(r["reward"])
+    names = [c.name for c in conditions]
     # a context where every update of some condition failed is left out of all, so the comparison stays paired
-    contexts = sorted(set.intersection(*({c for (k, c) in per_context if k == name} for name in conditions)))
+    contexts = sorted(set.intersection(*({c for (k, c) in per_context if k == name} for name in names)))
     if not contexts:
         raise RuntimeError("no held-out context has a successful update under every condition")
-    scores = np.array([[mean(per_context[(name, c)]) for c in contexts] for name in conditions])
+    scores = np.array([[(max if cond.best_of else mean)(per_context[(cond.name, c)]) for c in contexts]
+                       for cond in conditions])
     resampled = stats.bootstrap(scores, cfg.bootstrap, cfg.bootstrap_seed)
-    questions = {r["context_id"]: r["questions"] for r in ok}
+    items = {r["context_id"]: r["items"] for r in ok}
     rows = []
-    for i, name in enumerate(conditions):
+    for i, name in enumerate(names):
         ci = stats.interval(scores[i].mean(), resampled[i], cfg.confidence)
         rows.append({"update": name, "accuracy": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
                      "updates": sum(len(per_context[(name, c)]) for c in contexts),
-                     "questions": sum(questions[c] for c in contexts)})
+                     "items": sum(items[c] for c in contexts)})
     gaps = [{"better": o.better, "worse": o.worse, "gap": o.gap.estimate, "ci_low": o.gap.low, "ci_high": o.gap.high,
-             "significant": o.significant} for o in stats.orderings(conditions, scores, resampled, cfg.confidence)]
+             "significant": o.significant} for o in stats.orderings(names, scores, resampled, cfg.confidence)]
     return rows, gaps
 
 

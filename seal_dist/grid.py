@@ -5,10 +5,11 @@ it), so one build's result says little about another machine's. A grid stands in
 cell is a pretraining seed (another build) x a world seed (other people and passages), run as a full
 `seal-dist train` and `seal-dist eval` in its own folder (logs in train.log / eval.log; a cell already
 evaluated is kept, a cell cut short resumes). The summary counts the cells where the trained policy's
-self-edits beat round 0's, the gaps' mean and sd, and each ordering's mean over cells.
+self-edits beat round 0's, the gaps' mean and sd, and whether the eval table's rows (whatever the task's) are
+in increasing order in the mean over cells.
 
     seal-dist grid grids/demo experiment=demo_cpu                       # 3 x 3 cells
-    seal-dist grid grids/demo --pretrain-seeds 0,1 --world-seeds 1000 experiment=demo_cpu rounds=2
+    seal-dist grid grids/arc --pretrain-seeds 0,1 experiment=demo_arc   # 2 x 3 cells
 """
 
 import argparse
@@ -24,7 +25,15 @@ from rich.table import Table
 
 from seal_dist.rundir import RunDir
 
-ROWS = ("no update", "passage", "round 0", "policy")  # the eval table's first four rows, in its order
+ROUND0, POLICY = "round 0", "policy"
+
+
+def column(update: str) -> str:
+    """A row of the eval table as a column of the grid: the policies' rows by their role, since the trained
+    policy's version can differ between cells."""
+    if update == "round-0 self-edits":
+        return ROUND0
+    return POLICY if update.startswith("policy ") else update
 
 
 def cell_dir(root: Path, pretrain_seed: int, world_seed: int) -> Path:
@@ -48,51 +57,55 @@ def run_cell(folder: Path, overrides: list[str], pretrain_seed: int, world_seed:
 
 
 def cell_result(folder: Path, pretrain_seed: int, world_seed: int) -> dict:
-    """A finished cell's accuracies (the eval's first four rows), the policy-over-round-0 ordering and the
-    policy's own no-update held-out accuracy per round (its forgetting)."""
+    """A finished cell's accuracy per eval row, the policy-over-round-0 ordering and the policy's own
+    no-update held-out score per round (its forgetting)."""
     evaluation = json.loads((folder / "eval" / "eval.json").read_text())
-    rows = evaluation["rows"][: len(ROWS)]
     summary = RunDir(str(folder)).summary()
     no_update = [r["heldout_baseline"] for r in summary["rounds"]] + [summary["final"]["heldout_baseline"]]
+    gap = next(o for o in evaluation["orderings"] if column(o["better"]) == POLICY and column(o["worse"]) == ROUND0)
     return {"cell": folder.name, "pretrain_seed": pretrain_seed, "world_seed": world_seed,
-            **{name: row["accuracy"] for name, row in zip(ROWS, rows)},
-            "policy_gap": evaluation["orderings"][2], "policy_no_update": no_update}
+            "accuracy": {column(r["update"]): r["accuracy"] for r in evaluation["rows"]},
+            "policy_gap": gap, "policy_no_update": no_update}
 
 
 def summarize(cells: list[dict]) -> dict:
-    """Over the cells: each row's mean and sd, the policy's gap over round 0 (count of wins, mean, sd), and
-    whether the orderings hold in the mean."""
-    gaps = [c["policy"] - c["round 0"] for c in cells]
-    means = {name: mean(c[name] for c in cells) for name in ROWS}
+    """Over the cells: each row's mean and sd, the policy's gap over round 0 (count of wins, mean, sd), the
+    cells where round 0 beats the row before it, and whether the rows increase in the mean."""
+    columns = list(cells[0]["accuracy"])
+    gaps = [c["accuracy"][POLICY] - c["accuracy"][ROUND0] for c in cells]
+    means = {name: mean(c["accuracy"][name] for c in cells) for name in columns}
+    before = columns[columns.index(ROUND0) - 1]
     return {
         "cells": len(cells),
         "mean": means,
-        "sd": {name: stdev(c[name] for c in cells) if len(cells) > 1 else 0.0 for name in ROWS},
+        "sd": {name: stdev(c["accuracy"][name] for c in cells) if len(cells) > 1 else 0.0 for name in columns},
         "policy_wins": sum(g > 0 for g in gaps),
         "policy_wins_significant": sum(c["policy_gap"]["significant"] for c in cells),
         "gap_mean": mean(gaps),
         "gap_sd": stdev(gaps) if len(gaps) > 1 else 0.0,
-        "round0_wins": sum(c["round 0"] > c["passage"] for c in cells),
-        "orderings_hold_in_mean": all(means[a] < means[b] for a, b in zip(ROWS, ROWS[1:])),
+        "round0_over": before,
+        "round0_wins": sum(c["accuracy"][ROUND0] > c["accuracy"][before] for c in cells),
+        "orderings_hold_in_mean": all(means[a] < means[b] for a, b in zip(columns, columns[1:])),
     }
 
 
 def print_grid(console: Console, cells: list[dict], overall: dict) -> None:
-    table = Table(title="No-context accuracy after each update, per cell (pretraining seed x world seed)")
-    for header in ("pretrain seed", "world", *ROWS, "policy - round 0", "significant", "policy no-update, v0 -> final"):
+    columns = list(overall["mean"])
+    table = Table(title="Accuracy after each update, per cell (pretraining seed x world seed)")
+    for header in ("pretrain seed", "world", *columns, "policy - round 0", "significant", "policy no-update, v0 -> final"):
         table.add_column(header, justify="right")
     for c in cells:
-        table.add_row(str(c["pretrain_seed"]), str(c["world_seed"]), *(f"{c[name]:.3f}" for name in ROWS),
-                      f"{c['policy'] - c['round 0']:+.3f}", "yes" if c["policy_gap"]["significant"] else "no",
+        gap = c["accuracy"][POLICY] - c["accuracy"][ROUND0]
+        table.add_row(str(c["pretrain_seed"]), str(c["world_seed"]), *(f"{c['accuracy'][n]:.3f}" for n in columns),
+                      f"{gap:+.3f}", "yes" if c["policy_gap"]["significant"] else "no",
                       f"{c['policy_no_update'][0]:.3f} -> {c['policy_no_update'][-1]:.3f}")
-    table.add_row("mean (sd)", "", *(f"{overall['mean'][n]:.3f} ({overall['sd'][n]:.3f})" for n in ROWS),
+    table.add_row("mean (sd)", "", *(f"{overall['mean'][n]:.3f} ({overall['sd'][n]:.3f})" for n in columns),
                   f"{overall['gap_mean']:+.3f} ({overall['gap_sd']:.3f})", "", "")
     console.print(table)
     console.print(f"policy > round 0 in {overall['policy_wins']} of {overall['cells']} cells "
                   f"({overall['policy_wins_significant']} significant); mean gap {overall['gap_mean']:+.3f}, "
-                  f"sd {overall['gap_sd']:.3f}; round 0 > passage in {overall['round0_wins']}; "
-                  f"no update < passage < round 0 < policy in the mean: "
-                  f"{'yes' if overall['orderings_hold_in_mean'] else 'no'}")
+                  f"sd {overall['gap_sd']:.3f}; round 0 > {overall['round0_over']} in {overall['round0_wins']}; "
+                  f"{' < '.join(columns)} in the mean: {'yes' if overall['orderings_hold_in_mean'] else 'no'}")
 
 
 def seed_list(text: str) -> list[int]:
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                 progress.update(bar, description=f"{folder.name}: train + eval ({folder}/*.log)")
                 run_cell(folder, args.overrides, p, w)
             cells.append(cell_result(folder, p, w))
-            progress.console.print(f"{folder.name}: " + ", ".join(f"{n} {cells[-1][n]:.3f}" for n in ROWS))
+            progress.console.print(f"{folder.name}: " + ", ".join(f"{n} {a:.3f}" for n, a in cells[-1]["accuracy"].items()))
             progress.advance(bar)
     overall = summarize(cells)
     (args.out / "grid.json").write_text(json.dumps({"cells": cells, "summary": overall}, indent=2))

@@ -20,14 +20,15 @@ from seal_dist.config import to_container
 from seal_dist.inner.job import InnerJob
 from seal_dist.learner import rest_em
 from seal_dist.rundir import RunDir
-from seal_dist.tasks.knowledge import Context, KnowledgeTask
+from seal_dist.tasks.interface import Task, create
 from seal_dist.tracking import Tracker
 
 
 def train(cfg: DictConfig) -> dict:
-    task = KnowledgeTask(cfg.task)
+    task = create(cfg)
     train_contexts, heldout = task.load("train"), task.load("heldout")[: cfg.heldout_contexts]
-    model_path = models.resolve_path(cfg.model, cfg.task)
+    model_path = models.resolve_path(cfg.model, task)
+    task.use_tokenizer(models.load_tokenizer(model_path))
     run = RunDir(cfg.run_dir)  # written once the data and the model are found
     run.save_config(cfg)
     by_id = {c.id: c for c in train_contexts + heldout}
@@ -54,7 +55,8 @@ def train(cfg: DictConfig) -> dict:
                     tracker.log_final(summary["final"])
                 else:
                     scored = score_self_edits(mine, {c.id: task.prompt(c) for c in contexts})
-                    kept = rest_em.select(scored, cfg.learner.top_k, cfg.learner.min_gain, cfg.learner.min_advantage)
+                    kept = rest_em.select(scored, cfg.learner.top_k, cfg.learner.min_gain, cfg.learner.min_advantage,
+                                        cfg.learner.min_reward)
                     tracker.phase(r, f"learner: SFT on {len(kept)} self-edits", 1)
                     update = parts.learn([(s.prompt, s.self_edit) for s in kept], version + 1, cfg.seed + r)
                     if update is not None:
@@ -84,30 +86,46 @@ class Timer:
         self.laps[phase], self.laps["total"], self._last = now - self._last, now - self._start, now
 
 
-def contexts_for_round(contexts: list[Context], n: int, seed: int, r: int) -> list[Context]:
+def contexts_for_round(contexts: list, n: int, seed: int, r: int) -> list:
     """Round r's block of a seeded shuffle of the training contexts (wrapping around)."""
     order = list(range(len(contexts)))
     random.Random(seed).shuffle(order)
     return [contexts[order[(r * n + i) % len(order)]] for i in range(min(n, len(order)))]
 
 
-def sample_round(parts: Components, task: KnowledgeTask, contexts, heldout, cfg: DictConfig, r: int, tracker) -> dict:
+def sample_round(parts: Components, task: Task, contexts, heldout, cfg: DictConfig, r: int, tracker) -> dict:
     s = cfg.sampler
     tracker.phase(r, f"sampling {len(contexts)}x{s.num_samples} + {len(heldout)} self-edits", 1)
-    train = parts.sample([task.prompt(c) for c in contexts], s.num_samples, s.temperature, cfg.seed + r)
-    held = parts.sample([task.prompt(c) for c in heldout], 1, s.heldout_temperature, cfg.seed + r)
-    return {"train": {c.id: e for c, e in zip(contexts, train)}, "heldout": {c.id: e for c, e in zip(heldout, held)}}
+    train = sample_self_edits(parts, task, contexts, s.num_samples, s.temperature, cfg.seed + r, s.parse_tries)
+    held = sample_self_edits(parts, task, heldout, 1, s.heldout_temperature, cfg.seed + r, s.parse_tries)
+    return {"train": train, "heldout": held}
+
+
+def sample_self_edits(parts: Components, task: Task, contexts: list, n: int, temperature: float, seed: int,
+                      tries: int) -> dict[str, list[str]]:
+    """n self-edits per context; one that does not parse is sampled again, up to `tries` samples in all (the
+    last one is kept either way: its job trains nothing and its record says why)."""
+    edits = dict(zip([c.id for c in contexts], parts.sample([task.prompt(c) for c in contexts], n, temperature, seed)))
+    prompts = {c.id: task.prompt(c) for c in contexts}
+    for attempt in range(1, tries):
+        bad = [(cid, k) for cid, es in edits.items() for k, e in enumerate(es) if task.parse_failure(e)]
+        if not bad:
+            break
+        again = parts.sample([prompts[cid] for cid, _ in bad], 1, temperature, seed + 7919 * attempt)
+        for (cid, k), [edit] in zip(bad, again):
+            edits[cid][k] = edit
+    return edits
 
 
 def round_jobs(task, contexts, heldout, samples, r, version, cfg) -> list[tuple[InnerJob, dict]]:
     """A baseline job per context, S jobs per training self-edit, S jobs per held-out self-edit."""
     jobs = []
 
-    def add(split: str, ctx: Context, sample: int, repeat: int, self_edit: str | None):
+    def add(split: str, ctx, sample: int, repeat: int, self_edit: str | None):
         job_id = f"r{r}-{split}-{ctx.id}-s{sample}-x{repeat}"
         seed = zlib.crc32(job_id.encode()) ^ cfg.seed
         meta = {"round": r, "split": split, "context_id": ctx.id, "sample": sample, "repeat": repeat,
-                "policy_version": version, "self_edit": self_edit}
+                "policy_version": version, "self_edit": self_edit, "parse_error": parse_error(task, self_edit)}
         jobs.append((task.make_job(job_id, ctx, self_edit, version, seed), meta))
 
     for split, ctxs in (("train", contexts), ("heldout", heldout)):
@@ -119,7 +137,11 @@ def round_jobs(task, contexts, heldout, samples, r, version, cfg) -> list[tuple[
     return jobs
 
 
-def run_jobs(parts: Components, task: KnowledgeTask, contexts: dict[str, Context], run: RunDir, tracker, jobs,
+def parse_error(task: Task, self_edit: str | None) -> str | None:
+    return None if self_edit is None else task.parse_failure(self_edit)
+
+
+def run_jobs(parts: Components, task: Task, contexts: dict, run: RunDir, tracker, jobs,
              records, r: int | None) -> list[dict]:
     """Runs the jobs not already in `records` (a resumed round), recording each result as it arrives; `r`
     labels the progress bar (None: not a training round)."""

@@ -65,14 +65,17 @@ class Tracker:
         self.console.print(table)
 
     def print_eval(self, rows: list[dict], orderings: list[dict], confidence: float, out_dir: str) -> None:
+        """The eval table: each row's accuracy, interval, what its self-edits wrote or chose (the task's own
+        columns, '-' where a row has none), updates and graded items; then the orderings."""
         level = f"{confidence:.0%}"
-        table = Table(title=f"No-context accuracy after each update ({out_dir})")
-        for header in ("update", "accuracy", f"{level} interval", "answers stated", "updates", "questions"):
+        described = list(dict.fromkeys(k for r in rows for k in r if k not in EVAL_FIELDS))
+        table = Table(title=f"Accuracy after each update ({out_dir})")
+        for header in ("update", "accuracy", f"{level} interval", *(k.replace("_", " ") for k in described),
+                       "updates", "items"):
             table.add_column(header, justify="right")
         for r in rows:
-            stated = "-" if r["answers_stated"] is None else _fmt(r["answers_stated"])
-            table.add_row(r["update"], _fmt(r["accuracy"]), _interval(r), stated, str(r["updates"]),
-                          str(r["questions"]))
+            table.add_row(r["update"], _fmt(r["accuracy"]), _interval(r), *(_fmt(r.get(k, "-")) for k in described),
+                          str(r["updates"]), str(r["items"]))
         self.console.print(table)
         table = Table(title=f"Orderings (paired bootstrap over contexts; significant: the {level} interval excludes 0)")
         for header in ("ordering", "gap", f"{level} interval", "significant"):
@@ -85,6 +88,9 @@ class Tracker:
     def close(self) -> None:
         self.progress.stop()
         self.run.finish()
+
+
+EVAL_FIELDS = ("update", "accuracy", "ci_low", "ci_high", "updates", "items")  # a row's fields besides the task's
 
 
 def _fmt(value) -> str:

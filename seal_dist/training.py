@@ -2,6 +2,7 @@
 tokenising prompt/completion pairs, padded batches, the order of epochs, training, mean loss, batched
 generation and PEFT LoRA configs. No Hydra or Ray: the GPU benchmark imports this on a bare machine."""
 
+import math
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -75,6 +76,15 @@ def epoch_batches(encoded: list, epochs: int, batch_size: int, seed: int) -> lis
         rng.shuffle(order)
         steps += [[encoded[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
     return steps
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
+    """The learning rate's multiplier at a step of `total`: a linear warm-up over `warmup` steps, then a
+    `linear` or `cosine` decay to 0 (with no warm-up, linear is 1 - step / total)."""
+    if step < warmup:
+        return step / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else max(0.0, 1 - progress)
 
 
 def train_epochs(

@@ -17,13 +17,14 @@ from hydra import compose, initialize_config_dir
 from ray.job_submission import JobSubmissionClient
 
 from seal_dist import config, models
+from seal_dist.tasks.interface import create
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
 SHARED_DATA = REPO.parent / "shared" / "data" / "seal"
 
 # A small, fast version of the CPU demo: a briefly pretrained tiny model (mechanics, not learning).
-TINY_MODEL = ["model.tiny.pretrain_steps=200", "model.tiny.world.num_train=300", "model.tiny.readers=300", "model.tiny.copy_drills=300"]
+TINY_MODEL = ["model.tiny.pretrain_steps=200", "task.pretraining.world.num_train=300", "task.pretraining.readers=300", "task.pretraining.copy_drills=300"]
 FAST_RUN = [
     "experiment=demo_cpu",
     "rounds=2",
@@ -59,7 +60,7 @@ def model_cache(tmp_path_factory) -> str:
 def tiny_model(model_cache) -> str:
     """The path of the test-sized tiny model (built once per session)."""
     cfg = compose_config(*FAST, f"model.cache_dir={model_cache}", "run_dir=unused")
-    return models.resolve_path(cfg.model, cfg.task)
+    return models.resolve_path(cfg.model, create(cfg))
 
 
 def fast_config(tmp_path: Path, model_cache: str, *overrides: str):

@@ -14,7 +14,7 @@ from seal_dist.inner.engine import run_isolating_failures
 from seal_dist.inner.job import InnerJob
 from seal_dist.inner.sequential import INNER, SequentialEngine
 from seal_dist.models import load_tokenizer
-from seal_dist.tasks.knowledge import KnowledgeTask
+from seal_dist.tasks.knowledge.task import KnowledgeTask
 from seal_dist.training import Example, lora_config
 from tests.conftest import fast_config
 

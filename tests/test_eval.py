@@ -7,17 +7,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from seal_dist.evaluate import bar_chart, eval_jobs, file_self_edits, rl_curve, summarize
-from seal_dist.tasks.knowledge import KnowledgeTask, load_file
+from seal_dist.evaluate import bar_chart, eval_jobs, rl_curve, summarize
+from seal_dist.tasks.interface import Condition
+from seal_dist.tasks.knowledge.task import KnowledgeTask, file_self_edits, load_file
 from tests.conftest import FAST_RUN, compose_config, shared_file
 
 
 def rec(condition, context, seed, reward, questions=4, error=None):
-    return {"condition": condition, "context_id": context, "repeat": seed, "reward": reward, "questions": questions,
+    return {"condition": condition, "context_id": context, "repeat": seed, "reward": reward, "items": questions,
             "error": error}
 
 
 EVAL = SimpleNamespace(bootstrap=2000, bootstrap_seed=0, confidence=0.95)
+
+
+def conditions(*names: str, best_of: str | None = None) -> list[Condition]:
+    return [Condition(name, {}, best_of=name == best_of) for name in names]
 
 
 def test_summary_rows_have_known_values():
@@ -27,8 +32,8 @@ def test_summary_rows_have_known_values():
         rec("policy", "a", 1, 0.5), rec("policy", "b", 1, 0.0, questions=2),
         rec("policy", "b", 2, None, questions=2, error="non-finite training loss at step 3"),  # not counted
     ]
-    rows, gaps = summarize(records, ["no update", "policy"], EVAL)
-    assert [(r["update"], r["updates"], r["questions"]) for r in rows] == [("no update", 2, 6), ("policy", 4, 6)]
+    rows, gaps = summarize(records, conditions("no update", "policy"), EVAL)
+    assert [(r["update"], r["updates"], r["items"]) for r in rows] == [("no update", 2, 6), ("policy", 4, 6)]
     assert rows[0]["accuracy"] == 0.5 and rows[1]["accuracy"] == pytest.approx(0.5)  # (0.75 + 0.25) / 2
     # two contexts: a resample holds a twice, b twice, or one of each
     assert (rows[0]["ci_low"], rows[0]["ci_high"]) == (0.25, 0.75)
@@ -44,17 +49,27 @@ def test_a_consistent_gap_is_significant_and_a_noisy_one_is_not():
     records = [rec("round 0", c, 0, base[c]) for c in contexts]
     records += [rec("steady", c, 0, base[c] + 0.05) for c in contexts]  # 0.05 better on every context
     records += [rec("noisy", c, 0, base[c] + 0.05 + rng.choice([-0.5, 0.5])) for c in contexts]
-    _, gaps = summarize(records, ["round 0", "steady"], EVAL)
+    _, gaps = summarize(records, conditions("round 0", "steady"), EVAL)
     assert gaps[0]["gap"] == pytest.approx(0.05) and gaps[0]["significant"]
-    _, gaps = summarize(records, ["round 0", "noisy"], EVAL)
+    _, gaps = summarize(records, conditions("round 0", "noisy"), EVAL)
     assert gaps[0]["ci_low"] < 0 < gaps[0]["ci_high"] and not gaps[0]["significant"]
 
 
 def test_a_context_that_failed_under_one_condition_is_left_out_of_all():
     records = [rec("no update", "a", 0, 0.0), rec("no update", "b", 0, 1.0),
                rec("policy", "a", 0, 0.5), rec("policy", "b", 0, None, error="out of memory")]
-    rows, _ = summarize(records, ["no update", "policy"], EVAL)
+    rows, _ = summarize(records, conditions("no update", "policy"), EVAL)
     assert [r["accuracy"] for r in rows] == [0.0, 0.5] and [r["updates"] for r in rows] == [1, 1]
+
+
+def test_a_best_of_condition_scores_each_context_by_its_best_update():
+    records = [rec("oracle", "a", k, reward) for k, reward in enumerate([0.0, 1.0, 0.0])]
+    records += [rec("oracle", "b", k, reward) for k, reward in enumerate([0.0, 0.0])]
+    records += [rec("policy", c, k, 0.5) for c in "ab" for k in range(2)]
+    rows, _ = summarize(records, conditions("policy", "oracle", best_of="oracle"), EVAL)
+    assert [r["accuracy"] for r in rows] == [0.5, 0.5]  # oracle: a's best 1.0, b's best 0.0
+    rows, _ = summarize(records, conditions("policy", "oracle"), EVAL)
+    assert rows[1]["accuracy"] == pytest.approx(1 / 6)  # the mean: a 1/3, b 0
 
 
 def test_eval_jobs_repeat_updates_per_seed_but_not_the_baseline():
@@ -62,7 +77,7 @@ def test_eval_jobs_repeat_updates_per_seed_but_not_the_baseline():
     contexts = task.load("heldout")[:2]
     edits = {"no update": {c.id: [None] for c in contexts}, "passage only": {c.id: [""] for c in contexts},
              "policy": {c.id: ["1. a", "1. b"] for c in contexts}}
-    jobs = eval_jobs(task, contexts, edits, seeds=[0, 1, 2])
+    jobs = eval_jobs(task, contexts, [Condition(name, e) for name, e in edits.items()], seeds=[0, 1, 2])
     counts = {name: sum(1 for _, m in jobs if m["condition"] == name) for name in edits}
     assert counts == {"no update": 2, "passage only": 6, "policy": 12}
     assert len({j.job_id for j, _ in jobs}) == len(jobs)
@@ -113,7 +128,7 @@ def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, m
     questions = sum(len(c.questions) for c in load_file(str(base_val))[:2])
     assert [r["update"] for r in rows] == ["no update", "passage only", "round-0 self-edits", "policy v1 self-edits",
                                            "file: gpt4_1_val"]
-    assert all(r["questions"] == questions and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert all(r["items"] == questions and 0 <= r["accuracy"] <= 1 for r in rows)
     assert [r["updates"] for r in rows] == [2, 4, 4, 4, 4]
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["rows"] == rows and (tmp_path / "run" / "eval.png").exists()

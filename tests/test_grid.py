@@ -2,11 +2,11 @@
 
 import pytest
 
-from seal_dist.grid import summarize
+from seal_dist.grid import column, summarize
 
 
 def cell(name, none, passage, round0, policy, significant):
-    return {"cell": name, "no update": none, "passage": passage, "round 0": round0, "policy": policy,
+    return {"cell": name, "accuracy": {"no update": none, "passage only": passage, "round 0": round0, "policy": policy},
             "policy_gap": {"significant": significant}, "policy_no_update": [0.1, 0.1]}
 
 
@@ -18,9 +18,21 @@ def test_summary_counts_wins_and_the_spread_of_the_gaps():
     assert s["gap_mean"] == pytest.approx((0.2 + 0.1 - 0.05) / 3)
     assert s["gap_sd"] == pytest.approx(0.1258305739)  # sample sd of 0.2, 0.1, -0.05
     assert s["mean"]["policy"] == pytest.approx(2.2 / 3) and s["sd"]["no update"] == pytest.approx(0.1)
-    assert s["orderings_hold_in_mean"] and s["round0_wins"] == 3
+    assert s["orderings_hold_in_mean"] and s["round0_wins"] == 3 and s["round0_over"] == "passage only"
 
 
 def test_an_ordering_broken_in_the_mean_is_reported():
     s = summarize([cell("a", 0.1, 0.6, 0.5, 0.8, True), cell("b", 0.1, 0.6, 0.55, 0.7, True)])
     assert not s["orderings_hold_in_mean"] and s["policy_wins"] == 2 and s["round0_wins"] == 0
+
+
+def test_the_rows_are_the_tasks_own():
+    arc = {"cell": "a", "accuracy": {"in-context (no TTT)": 0.0, "round 0": 0.2, "policy": 0.5, "oracle configuration": 0.9},
+           "policy_gap": {"significant": True}, "policy_no_update": [0.0, 0.0]}
+    s = summarize([arc, arc])
+    assert list(s["mean"]) == list(arc["accuracy"]) and s["round0_over"] == "in-context (no TTT)"
+    assert s["orderings_hold_in_mean"] and s["policy_wins"] == 2 and s["gap_sd"] == 0.0
+
+
+def test_columns_name_the_policies_by_role():
+    assert [column(n) for n in ("round-0 self-edits", "policy v4 self-edits", "no update")] == ["round 0", "policy", "no update"]

@@ -8,7 +8,7 @@ from collections import Counter
 import ray
 
 from seal_dist.inner.pool import InnerPool
-from seal_dist.tasks.knowledge import KnowledgeTask
+from seal_dist.tasks.knowledge.task import KnowledgeTask
 from tests.conftest import fast_config
 
 

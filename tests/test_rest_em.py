@@ -10,8 +10,8 @@ def scored(context: str, rewards: list[float], baseline: float) -> list[Scored]:
 SCORES = scored("a", [0.2, 0.6, 0.6, 0.4], baseline=0.5) + scored("b", [0.5, 0.5, 0.5, 0.5], baseline=0.0)
 
 
-def kept(**thresholds) -> list[tuple[str, int]]:
-    return [(s.context_id, s.sample) for s in select(SCORES, **thresholds)]
+def kept(min_reward=None, **thresholds) -> list[tuple[str, int]]:
+    return [(s.context_id, s.sample) for s in select(SCORES, min_reward=min_reward, **thresholds)]
 
 
 def test_keeps_the_best_of_each_context_earliest_first_on_ties():
@@ -31,3 +31,11 @@ def test_min_advantage_drops_self_edits_no_better_than_their_siblings():
     assert kept(top_k=3, min_gain=None, min_advantage=0.01) == [("a", 1), ("a", 2)]
     assert kept(top_k=1, min_gain=None, min_advantage=0.2) == []
     assert kept(top_k=1, min_gain=0.2, min_advantage=0.01) == []
+
+
+def test_min_reward_keeps_only_self_edits_that_reach_it():
+    # ARC's rule: keep every self-edit whose update solved its task (reward 1), whatever the baseline
+    solved = scored("c", [1.0, 0.0, 1.0], baseline=0.0) + scored("d", [1.0, 0.0], baseline=1.0)
+    found = select(solved, top_k=3, min_gain=None, min_advantage=None, min_reward=1.0)
+    assert [(s.context_id, s.sample) for s in found] == [("c", 0), ("c", 2), ("d", 0)]
+    assert kept(top_k=4, min_gain=None, min_advantage=None, min_reward=0.6) == [("a", 1), ("a", 2)]

@@ -5,9 +5,10 @@ import re
 
 import pytest
 
-from seal_dist.tasks import grading, synthetic
-from seal_dist.tasks.knowledge import DataError, KnowledgeTask, load_file
-from seal_dist.tasks.segments import self_edit_segments
+from seal_dist.tasks.knowledge import grading
+from seal_dist.tasks.knowledge import world as synthetic
+from seal_dist.tasks.knowledge.task import DataError, KnowledgeTask, load_file
+from seal_dist.tasks.knowledge.segments import self_edit_segments
 from tests.conftest import compose_config, shared_file
 
 
@@ -59,9 +60,9 @@ def test_answers_stated_by_an_update(task):
                                                      synthetic.TASK, attributes=synthetic.attributes_named(
                                                          list(w.attributes), "w")) if e.name == ctx.title)
     implications = "\n".join(synthetic.stated_facts(entity) + synthetic.implied_facts(entity))
-    assert task.answers_in_update(ctx, None) is None
-    assert task.answers_in_update(ctx, "") == 0.5  # a stated and an implied question per fact
-    assert task.answers_in_update(ctx, implications) == 1.0
+    assert task.describe(ctx, None) == {}
+    assert task.describe(ctx, "") == {"answers_stated": 0.5}  # a stated and an implied question per fact
+    assert task.describe(ctx, implications) == {"answers_stated": 1.0}
     assert grading.contains("Kim worked as a baker.", "baker") and not grading.contains("a bakery", "baker")
 
 

@@ -6,7 +6,9 @@ import re
 import pytest
 
 from seal_dist.models import tiny
-from seal_dist.tasks import synthetic
+from seal_dist.tasks.knowledge import pretraining
+from seal_dist.tasks.knowledge import world as synthetic
+from seal_dist.tasks.interface import create
 from seal_dist.training import Example
 from tests.conftest import compose_config
 
@@ -14,7 +16,7 @@ from tests.conftest import compose_config
 def test_copy_drill_repeats_its_list():
     rng = random.Random(0)
     for _ in range(50):
-        drill = tiny._copy_drill(rng, [["Anna Berger", "Nils Holm"], ["harp"], ["1758"]])
+        drill = pretraining._copy_drill(rng, [["Anna Berger", "Nils Holm"], ["harp"], ["1758"]])
         first, second = drill.split("\nagain\n")
         assert first == second and 4 <= len(first.split()) <= 20
 
@@ -22,12 +24,12 @@ def test_copy_drill_repeats_its_list():
 def test_task_people_are_never_recalled_in_pretraining():
     """The facts the model memorises are about the pretraining population; a task person's full name turns up
     only in reading examples (facts drawn afresh, to be read from the passage) and in copy drills."""
-    cfg = compose_config("experiment=demo_cpu", "run_dir=unused", "model.tiny.readers=200",
-                         "model.tiny.copy_drills=2000", "model.tiny.world.num_train=200")
+    cfg = compose_config("experiment=demo_cpu", "run_dir=unused", "task.pretraining.readers=200",
+                         "task.pretraining.copy_drills=2000", "task.pretraining.world.num_train=200")
     pretraining = set(synthetic.population_names(synthetic.PRETRAINING))
     full_name = rf"\b(?:{'|'.join(synthetic.FIRST_NAMES)}) (?:{'|'.join(synthetic.LAST_NAMES)})\b"
     met = set()
-    for ex in tiny.pretraining_corpus(cfg.model.tiny, cfg.task):
+    for ex in create(cfg).pretraining_corpus(cfg.model.tiny.seed):
         text = ex.prompt + ex.completion
         names = set(re.findall(full_name, text))
         met |= names & pretraining
@@ -38,9 +40,9 @@ def test_task_people_are_never_recalled_in_pretraining():
 
 
 def test_packed_rows_keep_every_example_whole():
-    cfg = compose_config("experiment=demo_cpu", "run_dir=unused", "model.tiny.readers=40", "model.tiny.copy_drills=40",
-                         "model.tiny.world.num_train=40")
-    corpus = tiny.pretraining_corpus(cfg.model.tiny, cfg.task)
+    cfg = compose_config("experiment=demo_cpu", "run_dir=unused", "task.pretraining.readers=40", "task.pretraining.copy_drills=40",
+                         "task.pretraining.world.num_train=40")
+    corpus = create(cfg).pretraining_corpus(cfg.model.tiny.seed)
     tokenizer = tiny.build_tokenizer(corpus, 1024)
     rows = tiny.packed_rows(tokenizer, corpus, 256)
     pieces = []

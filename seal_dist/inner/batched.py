@@ -6,7 +6,7 @@ B: K x out x r, views of one K x N tensor holding every layer's adapters). A bat
 for adapter i), so the LoRA path is two `bmm`s on a view. Each adapter's loss is normalised over its own
 tokens and the losses are summed: the adapters' parameters are disjoint, so each gets exactly the gradient
 it would get alone. Clipping (torch's formula), AdamW (torch's, a parameter group per adapter) and the linear
-learning-rate decay are per adapter; an adapter whose job has run all its steps, or failed, is frozen: its
+learning-rate schedule are per adapter; an adapter whose job has run all its steps, or failed, is frozen: its
 weights and moments stay as they are.
 The results equal K runs of `SequentialEngine` within float tolerance (tests/test_batched.py).
 """
@@ -21,7 +21,7 @@ from torch import nn
 
 from seal_dist.inner.engine import check_policy
 from seal_dist.inner.job import InnerJob, InnerResult, failed
-from seal_dist.training import MAX_GRAD_NORM, NO_LOSS, collate, encode, epoch_batches, generate, token_losses
+from seal_dist.training import MAX_GRAD_NORM, NO_LOSS, collate, encode, epoch_batches, generate, lr_factor, token_losses
 
 if TYPE_CHECKING:
     from seal_dist.config import InnerConfig
@@ -211,7 +211,7 @@ class BatchedEngine:
             clipped = grad * (MAX_GRAD_NORM / (norms + 1e-6)).clamp(max=1.0).view(-1, 1)  # torch's clip_grad_norm_
             for i, (row, group) in enumerate(zip(rows, optimizer.param_groups)):
                 row.grad = clipped[i] if active[i] else None
-                group["lr"] = lrs[i] * (1 - t / max(len(plans[i]), 1))  # the linear decay of the sequential runs
+                group["lr"] = lrs[i] * lr_factor(t, len(plans[i]), self.cfg.schedule, self.cfg.warmup_steps)
             optimizer.step()
             for layer in self.layers:
                 layer.A.grad = layer.B.grad = None

@@ -15,9 +15,11 @@ class Scored:
     baseline: float  # the context's accuracy without an update
 
 
-def select(scored: list[Scored], top_k: int, min_gain: float | None, min_advantage: float | None) -> list[Scored]:
+def select(scored: list[Scored], top_k: int, min_gain: float | None, min_advantage: float | None,
+           min_reward: float | None) -> list[Scored]:
     """The `top_k` highest-reward self-edits of each context (ties: the earlier sample). A threshold that
-    is not None also drops a kept self-edit: `min_gain` unless it beats its baseline by at least that much,
+    is not None also drops a kept self-edit: `min_reward` unless its reward is at least that (ARC: solved),
+    `min_gain` unless it beats its baseline by at least that much,
     `min_advantage` unless it beats the mean reward of its context's self-edits by at least that much (so a
     context whose self-edits all scored alike teaches nothing)."""
     by_context: dict[str, list[Scored]] = defaultdict(list)
@@ -29,7 +31,8 @@ def select(scored: list[Scored], top_k: int, min_gain: float | None, min_advanta
         best = sorted(group, key=lambda s: (-s.reward, s.sample))[:top_k]
         kept += [
             s for s in best
-            if (min_gain is None or s.reward - s.baseline >= min_gain)
+            if (min_reward is None or s.reward >= min_reward)
+            and (min_gain is None or s.reward - s.baseline >= min_gain)
             and (min_advantage is None or s.reward - siblings >= min_advantage)
         ]
     return kept

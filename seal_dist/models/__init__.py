@@ -5,12 +5,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from seal_dist.config import ModelConfig, TaskConfig, UserError
+from seal_dist.config import ModelConfig, UserError
 from seal_dist.models import tiny
+from seal_dist.tasks.interface import Task
 
 
-def resolve_path(model: ModelConfig, task: TaskConfig) -> str:
-    """The checkpoint folder to use: model.path, or the tiny model built (once) into the cache."""
+def resolve_path(model: ModelConfig, task: Task) -> str:
+    """The checkpoint folder to use: model.path, or the tiny model built (once) into the cache from the task's
+    pretraining corpus."""
     if model.path is not None:
         if not (Path(model.path) / "config.json").exists():
             raise UserError(f"model.path={model.path}: not a Hugging Face model folder (no config.json)")

@@ -1,17 +1,10 @@
-"""The project's own tiny Qwen2 model: a byte-level BPE tokenizer and a small decoder, pretrained on a
-synthetic world whose entities are disjoint from the task's, then cached in Hugging Face format.
-
-The pretraining corpus teaches the world's general knowledge and the formats the SEAL loop uses: passages,
-title-prefixed fact sentences (the form in which the synthetic task asks), and self-edits for the
-task's prompt written in styles of mixed usefulness (all implications, part of them, the stated facts only,
-copied sentences, vague remarks), so that a policy trained by the outer loop has something to select among,
-and copy drills, from which the model learns to copy from its context (names and values into self-edits).
-"""
+"""The project's own tiny Qwen2 model: a byte-level BPE tokenizer and a small decoder, pretrained on the
+task's pretraining corpus (a synthetic world of that domain, disjoint from the task's contexts), then cached
+in Hugging Face format under a key of everything that determines it."""
 
 import hashlib
 import json
 import math
-import random
 from pathlib import Path
 
 import torch
@@ -19,8 +12,8 @@ from rich.progress import Progress
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from seal_dist.config import TaskConfig, TinyModelConfig, UserError, to_container
-from seal_dist.tasks import synthetic
+from seal_dist.config import TinyModelConfig, UserError, to_container
+from seal_dist.tasks.interface import Task
 from seal_dist.training import Example
 
 BUILD_VERSION = 9  # bump when the corpus or the build changes, so cached models are rebuilt
@@ -30,78 +23,6 @@ EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"
 QWEN2_SPLIT = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
-
-
-# The styles of the self-edits in the pretraining corpus, with their weights: what the base policy (round 0)
-# samples from. Only "implications" writes out every implied fact; RL has to find and reinforce it.
-SELF_EDIT_STYLES = {"implications": 1, "partial": 1, "facts": 1, "copy": 1, "vague": 1}
-
-
-def _numbered(lines: list[str]) -> str:
-    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
-
-
-def _self_edit(entity: synthetic.Entity, text: str, rng: random.Random) -> str:
-    """A self-edit in a random style. Lines follow the passage's order (each implication after its fact),
-    which keeps reading simple enough for a tiny model."""
-    stated, implied = synthetic.stated_facts(entity), synthetic.implied_facts(entity)
-    both = [line for pair in zip(stated, implied) for line in pair]
-    style = rng.choices(list(SELF_EDIT_STYLES), weights=list(SELF_EDIT_STYLES.values()))[0]
-    if style == "implications":
-        return _numbered(both)
-    if style == "partial":
-        return _numbered([line for line in both if rng.random() < 0.5] or both[:1])
-    if style == "facts":
-        return _numbered(stated)
-    if style == "copy":
-        return _numbered([s.strip() + "." for s in text.split(".") if s.strip()])
-    remarks = [f"The passage is about {entity.name}.", f"{entity.name} is a person.",
-               f"{entity.name} had a life.", f"The text describes {entity.name}.", "It is a short story."]
-    return _numbered(rng.sample(remarks, 3))
-
-
-def _copy_drill(rng: random.Random, groups: list[list[str]]) -> str:
-    """A copy drill: a random list of items (first names, last names and values, each group equally likely),
-    then "again" and the same list. Predicting the repeat takes induction (find the earlier occurrence of the
-    current item, copy what followed it), the circuit that reading a passage into a self-edit needs; a tiny
-    model forms it from these drills within the pretraining budget, not from the reading examples alone.
-    Name words come in random order, so no first name is tied to the last names of the pretraining people
-    (the task's people pair them differently) and a name is copied, not completed from memory."""
-    chosen = " ".join(rng.choice(rng.choice(groups)) for _ in range(rng.randint(4, 10)))
-    return f"{chosen}\nagain\n{chosen}"
-
-
-def pretraining_corpus(spec: TinyModelConfig, task: TaskConfig) -> list[Example]:
-    """The world's general knowledge; passages and stated and implied fact sentences about the pretraining
-    people (recall); for further people, with facts drawn afresh, a passage under the task's prompt followed
-    by a self-edit in one of the styles above (reading: the facts must be taken from the context, since they
-    cannot be recalled); and copy drills."""
-    w = spec.world
-    attributes = synthetic.attributes_named(list(w.attributes), "model.tiny.world.attributes")
-    people = synthetic.make_entities(w.seed, w.num_train, w.facts_per_passage, synthetic.PRETRAINING,
-                                     attributes=attributes)
-    # Readers' facts are fresh draws, nothing to recall, so they are named from both populations: a name must
-    # be copied from the passage, not completed from the pairings of the people the model memorises.
-    half = spec.readers // 2
-    readers = (synthetic.make_entities(w.seed + 1, half, w.facts_per_passage, synthetic.PRETRAINING,
-                                       distinct=False, attributes=attributes)
-               + synthetic.make_entities(w.seed + 2, spec.readers - half, w.facts_per_passage, synthetic.TASK,
-                                         distinct=False, attributes=attributes))
-    rng = random.Random(spec.seed)
-    corpus = []
-    for entity in people:
-        corpus += [Example("", f"{entity.name}\n{synthetic.passage(entity, rng)}") for _ in range(2)]
-        facts = synthetic.stated_facts(entity) + synthetic.implied_facts(entity)
-        corpus += [Example("", f"{entity.name}\n{fact}") for fact in facts]  # recall, in the questions' form
-    for entity in readers:
-        text = synthetic.passage(entity, rng)
-        corpus.append(Example(task.prompt.template.format(title=entity.name, context=text), _self_edit(entity, text, rng)))
-    groups = [synthetic.FIRST_NAMES, synthetic.LAST_NAMES] + [synthetic.values(a) for a in attributes]
-    corpus += [Example("", _copy_drill(rng, groups)) for _ in range(spec.copy_drills)]
-    general = synthetic.general_knowledge(attributes)
-    corpus += [Example("", sentence) for sentence in general * (w.num_train // len(general))]
-    rng.shuffle(corpus)
-    return corpus
 
 
 def build_tokenizer(corpus: list[Example], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -136,15 +57,15 @@ def packed_rows(tokenizer: PreTrainedTokenizerFast, corpus: list[Example], lengt
     return torch.tensor([row + [tokenizer.pad_token_id] * (length - len(row)) for row in rows])
 
 
-def spec_key(spec: TinyModelConfig, task: TaskConfig) -> str:
+def spec_key(spec: TinyModelConfig, task: Task) -> str:
     """A digest of everything that determines the built model."""
-    fields = {"build": BUILD_VERSION, "tiny": to_container(spec), "prompt": task.prompt.template}
+    fields = {"build": BUILD_VERSION, "tiny": to_container(spec), "corpus": task.pretraining_spec()}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build(spec: TinyModelConfig, task: TaskConfig, out: Path) -> None:
+def build(spec: TinyModelConfig, task: Task, out: Path) -> None:
     torch.manual_seed(spec.seed)
-    corpus = pretraining_corpus(spec, task)
+    corpus = task.pretraining_corpus(spec.seed)
     tokenizer = build_tokenizer(corpus, spec.vocab_size)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
@@ -182,7 +103,7 @@ def build(spec: TinyModelConfig, task: TaskConfig, out: Path) -> None:
     tmp.rename(out)
 
 
-def ensure(spec: TinyModelConfig, task: TaskConfig, cache_dir: str) -> str:
+def ensure(spec: TinyModelConfig, task: Task, cache_dir: str) -> str:
     """The path of the built tiny model, building it on first use."""
     out = Path(cache_dir).expanduser() / f"tiny-qwen2-{spec_key(spec, task)}"
     if not out.exists():

@@ -1,16 +1,18 @@
-"""Knowledge incorporation (SEAL domain 1): passages, self-edit prompts, inner-loop jobs and rewards.
-
-Pure and deterministic: nothing here touches a model or Ray.
+"""Knowledge incorporation (SEAL domain 1) behind the task interface: passages, self-edit prompts, inner-loop
+jobs and rewards. Pure and deterministic: nothing here touches a model or Ray.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from seal_dist.config import AnswerSpan, Metric, TaskConfig, UserError
+from omegaconf import DictConfig
+
+from seal_dist.config import AnswerSpan, KnowledgeTaskConfig, Metric, UserError, to_container
 from seal_dist.inner.job import InnerJob
-from seal_dist.tasks import grading, synthetic
-from seal_dist.tasks.segments import update_texts
+from seal_dist.tasks.files import read_json
+from seal_dist.tasks.interface import Condition
+from seal_dist.tasks.knowledge import grading, pretraining, world
+from seal_dist.tasks.knowledge.segments import update_texts
 from seal_dist.training import Example
 
 
@@ -58,22 +60,18 @@ def parse_records(records: object, source: str) -> list[Context]:
 
 def read_records(path: str) -> object:
     """The JSON in a data file."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such data file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the data file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, DataError, "data")
 
 
 def load_file(path: str) -> list[Context]:
     return parse_records(read_records(path), path)
 
 
+NO_UPDATE, PASSAGE = "no update", "passage only"
+
+
 class KnowledgeTask:
-    def __init__(self, cfg: TaskConfig):
+    def __init__(self, cfg: KnowledgeTaskConfig):
         self.cfg = cfg
 
     def load(self, split: str) -> list[Context]:
@@ -82,23 +80,45 @@ class KnowledgeTask:
         if source != "synthetic":
             return load_file(source)
         w = self.cfg.world
-        records = synthetic.make_split(w.seed, w.num_train, w.num_heldout, w.facts_per_passage,
-                                       synthetic.attributes_named(list(w.attributes), "task.world.attributes"))[split]
+        records = world.make_split(w.seed, w.num_train, w.num_heldout, w.facts_per_passage,
+                                   world.attributes_named(list(w.attributes), "task.world.attributes"))[split]
         return parse_records(records, f"synthetic{w.seed}-{split}")
 
     def prompt(self, ctx: Context) -> str:
         return self.cfg.prompt.template.format(title=ctx.title, context=ctx.text)
 
+    def parse_failure(self, self_edit: str) -> str | None:
+        return None  # any text is a self-edit: its lines are the training sequences
+
     def training_texts(self, ctx: Context, self_edit: str | None) -> tuple[str, ...]:
         return update_texts(ctx.title, ctx.text, self_edit)
 
-    def answers_in_update(self, ctx: Context, self_edit: str | None) -> float | None:
-        """The fraction of the context's answers that the update's training texts state: what it can teach
-        at most (None: no update)."""
+    def describe(self, ctx: Context, self_edit: str | None) -> dict[str, float]:
+        """answers_stated: the fraction of the context's answers that the update's training texts state, what
+        it can teach at most."""
         if self_edit is None:
-            return None
+            return {}
         texts = " ".join(self.training_texts(ctx, self_edit))
-        return sum(grading.contains(texts, q.answer) for q in ctx.questions) / len(ctx.questions)
+        return {"answers_stated": sum(grading.contains(texts, q.answer) for q in ctx.questions) / len(ctx.questions)}
+
+    def items(self, ctx: Context) -> int:
+        return len(ctx.questions)
+
+    def conditions(self, contexts: list[Context], eval_cfg: DictConfig) -> tuple[list[Condition], list[Condition]]:
+        """No update and the passage alone before the policies; self-edits from a SEAL-schema file after them."""
+        before = [Condition(NO_UPDATE, {c.id: [None] for c in contexts}), Condition(PASSAGE, {c.id: [""] for c in contexts})]
+        path = eval_cfg.self_edits_file
+        after = [] if path is None else [Condition(f"file: {Path(path).stem}", file_self_edits(path, contexts, eval_cfg.samples))]
+        return before, after
+
+    def use_tokenizer(self, tokenizer) -> None:
+        pass  # lengths are the inner loop's (inner.max_seq_len)
+
+    def pretraining_spec(self) -> dict:
+        return {"pretraining": to_container(self.cfg.pretraining), "prompt": self.cfg.prompt.template}
+
+    def pretraining_corpus(self, seed: int) -> list[Example]:
+        return pretraining.pretraining_corpus(self.cfg.pretraining, self.cfg.prompt.template, seed)
 
     def eval_prompts(self, ctx: Context) -> tuple[str, ...]:
         return tuple(
@@ -127,3 +147,17 @@ class KnowledgeTask:
         span = grading.first_sentence if self.cfg.answer_span == AnswerSpan.sentence else grading.first_line
         answers = [span(g) for g in generations]
         return sum(grade(a, q.answer) for a, q in zip(answers, ctx.questions, strict=True)) / len(ctx.questions)
+
+
+def file_self_edits(path: str, contexts: list[Context], samples: int) -> dict[str, list[str]]:
+    """The first `samples` completions of each context in a SEAL-schema file, matched by title and passage."""
+    records = read_records(path)
+    parse_records(records, path)  # the file must follow the SEAL schema, questions included
+    by_passage = {(r["title"], r["context"]): r.get("completions", []) for r in records}
+    found = {}
+    for ctx in contexts:
+        completions = by_passage.get((ctx.title, ctx.text))
+        if not completions:
+            raise DataError(f"{path}: no completions for the held-out passage '{ctx.title}' ({ctx.id})")
+        found[ctx.id] = completions[:samples]
+    return found

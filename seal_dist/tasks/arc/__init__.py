@@ -1,0 +1,1 @@
+"""Few-shot abstract reasoning on ARC tasks (SEAL domain 2)."""

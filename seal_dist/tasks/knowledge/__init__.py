@@ -1,0 +1,1 @@
+"""Knowledge incorporation (SEAL domain 1): passages, implications as self-edits, questions as reward."""
