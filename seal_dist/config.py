@@ -209,6 +209,9 @@ class SamplerConfig:
     max_tokens: int = MISSING
     heldout_temperature: float = MISSING  # sampling of the held-out self-edits
     parse_tries: int = MISSING  # a self-edit that does not parse is resampled, up to this many samples in all
+    # vLLM: each prompt samples from a seed of its own (the seed mixed with the prompt's hash); false: every prompt
+    # from the same seed, so prompts whose samples hardly depend on them (ARC's configurations) get the same ones
+    seed_per_prompt: bool = MISSING
     max_model_len: int = MISSING
     max_lora_rank: int = MISSING
     engine_kwargs: dict[str, Any] = MISSING  # passed to vllm.LLM as is

@@ -65,18 +65,23 @@ class Tracker:
         self.console.print(table)
 
     def print_eval(self, rows: list[dict], orderings: list[dict], confidence: float, out_dir: str) -> None:
-        """The eval table: each row's accuracy, interval, what its self-edits wrote or chose (the task's own
-        columns, '-' where a row has none), updates and graded items; then the orderings."""
+        """The eval table (each row's accuracy, interval, updates and graded items), what each row's
+        self-edits wrote or chose on average (the task's own columns), then the orderings."""
         level = f"{confidence:.0%}"
-        described = list(dict.fromkeys(k for r in rows for k in r if k not in EVAL_FIELDS))
         table = Table(title=f"Accuracy after each update ({out_dir})")
-        for header in ("update", "accuracy", f"{level} interval", *(k.replace("_", " ") for k in described),
-                       "updates", "items"):
+        for header in ("update", "accuracy", f"{level} interval", "updates", "items"):
             table.add_column(header, justify="right")
         for r in rows:
-            table.add_row(r["update"], _fmt(r["accuracy"]), _interval(r), *(_fmt(r.get(k, "-")) for k in described),
-                          str(r["updates"]), str(r["items"]))
+            table.add_row(r["update"], _fmt(r["accuracy"]), _interval(r), str(r["updates"]), str(r["items"]))
         self.console.print(table)
+        described = list(dict.fromkeys(k for r in rows for k in r if k not in EVAL_FIELDS))
+        if described:
+            table = Table(title="What the self-edits wrote or chose (means over the updates)")
+            for header in ("update", *(k.replace("_", " ") for k in described)):
+                table.add_column(header, justify="right")
+            for r in rows:
+                table.add_row(r["update"], *(_fmt(r.get(k, "-")) for k in described))
+            self.console.print(table)
         table = Table(title=f"Orderings (paired bootstrap over contexts; significant: the {level} interval excludes 0)")
         for header in ("ordering", "gap", f"{level} interval", "significant"):
             table.add_column(header, justify="right")
@@ -94,7 +99,10 @@ EVAL_FIELDS = ("update", "accuracy", "ci_low", "ci_high", "updates", "items")  #
 
 
 def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    """A float to 3 decimals, or in scientific notation where that would hide it (a learning rate)."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.1e}" if 0 < abs(value) < 0.01 else f"{value:.3f}"
 
 
 def _interval(row: dict) -> str:

@@ -4,9 +4,12 @@ are identical, for jobs of different
 lengths, learning rates, epochs and loss masks, on the base model and on a policy adapter; a job that
 diverges fails alone and the others' results are kept."""
 
+import math
+
 import peft
 import pytest
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
 from seal_dist.inner.batched import BatchedEngine
@@ -15,7 +18,7 @@ from seal_dist.inner.job import InnerJob
 from seal_dist.inner.sequential import INNER, SequentialEngine
 from seal_dist.models import load_tokenizer
 from seal_dist.tasks.knowledge.task import KnowledgeTask
-from seal_dist.training import Example, lora_config
+from seal_dist.training import Example, lora_config, lr_factor
 from tests.conftest import fast_config
 
 ALL_PROJECTIONS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
@@ -86,6 +89,19 @@ def test_batched_engine_equals_sequential_runs(setup, tiny_model):
     by_id = {r.job_id: r for r in results}
     assert by_id["baseline"].loss_before is None and by_id["zero-epochs"].loss_after is None
     assert by_id["long"].loss_after < by_id["long"].loss_before  # the updates really trained
+
+
+def test_batched_engine_equals_sequential_runs_under_a_cosine_schedule_with_warm_up(setup, tiny_model):
+    cfg, task, tokenizer = setup
+    cosine = OmegaConf.merge(cfg, {"inner": {"schedule": "cosine", "warmup_steps": 2}})  # ARC's schedule
+    compare(cosine, tokenizer, tiny_model, jobs_of_every_shape(task), policy=None)
+
+
+def test_learning_rate_schedules():
+    assert [lr_factor(s, 4, "linear", 0) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    cosine = [lr_factor(s, 6, "cosine", 2) for s in range(6)]  # 2 warm-up steps, then 4 of decay
+    assert cosine[:3] == [0.0, 0.5, 1.0] and cosine[3] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert cosine[5] == pytest.approx(0.5 * (1 + math.cos(3 * math.pi / 4)))
 
 
 def test_batched_engine_equals_sequential_runs_on_a_policy_adapter(setup, tiny_model, tmp_path):

@@ -160,13 +160,24 @@ def export(user: User, words: list[str]) -> None:
 
 
 def compose_make_demo(user: User, words: list[str]) -> None:
-    """The seal-dist commands `make demo` runs (`make -n` prints them) compose their config."""
-    proc = subprocess.run(["make", "-n", "demo"], cwd=user.root, capture_output=True, text=True, check=True)
+    """The seal-dist commands a `make demo` target runs (`make -n` prints them) compose their config."""
+    proc = subprocess.run(["make", "-n", words[1]], cwd=user.root, capture_output=True, text=True, check=True)
     demo = [shlex.split(line) for line in proc.stdout.splitlines() if line.split(" ", 1)[0].endswith("/seal-dist")]
     assert [w[1] for w in demo] == ["train", "eval"], proc.stdout
     for words in demo:
-        composed = user.run(["seal-dist", *words[1:], "--cfg", "job"])
-        assert composed.returncode == 0, output(composed)
+        compose(user, ["seal-dist", *words[1:]])
+
+
+def compose(user: User, words: list[str]) -> None:
+    """A `seal-dist train|eval` command's config composes (`--cfg job`: Hydra prints it and nothing runs)."""
+    composed = user.run([*words, "--cfg", "job"])
+    assert composed.returncode == 0, output(composed)
+
+
+def compose_grid(user: User, words: list[str]) -> None:
+    """Each cell's train command composes with the grid's overrides (a cell is a `make demo-arc`)."""
+    overrides = [w for w in words[3:] if "=" in w and not w.startswith("-")]
+    compose(user, ["seal-dist", "train", *overrides])
 
 
 def check_pip_install(user: User, words: list[str]) -> None:
@@ -193,6 +204,13 @@ RUN = {  # first words: how the command is run
 NOT_RUN = {  # first words: (why the command is not run here, the cheaper check made instead)
     ("make", "demo"): ("about 13 minutes on a 2-core machine, 7 of them building the tiny model",
                        compose_make_demo),
+    ("make", "demo-arc"): ("about 15 minutes on a 2-core machine; tests/test_arc_run.py runs ARC's path short",
+                           compose_make_demo),
+    ("seal-dist", "train", "experiment=arc_paper"): ("needs Llama-3.2-1B-Instruct and GPUs; tests/test_arc_run.py "
+                                                     "runs task=arc on the shared files with the tiny model", compose),
+    ("seal-dist", "eval", "experiment=arc_paper"): ("likewise", compose),
+    ("seal-dist", "grid", "grids/arc"): ("6 cells of `make demo-arc`; the knowledge grid's command runs a short cell",
+                                        compose_grid),
     ("make", "test"): ("the test suite, this test included", None),
     ("pip", "install"): ("needs the network, and CUDA for .[gpu]", check_pip_install),
     ("ray", "up"): ("starts AWS machines; tests/test_cluster_entry.py runs Ray's checks on cluster.yaml", None),
@@ -204,7 +222,9 @@ NOT_RUN = {  # first words: (why the command is not run here, the cheaper check 
 
 
 def entry(words: list[str]) -> tuple[str, ...] | None:
-    return next((prefix for prefix in (*RUN, *NOT_RUN) if tuple(words[: len(prefix)]) == prefix), None)
+    """The table entry of the longest prefix of the command's words."""
+    found = [prefix for prefix in (*RUN, *NOT_RUN) if tuple(words[: len(prefix)]) == prefix]
+    return max(found, key=len, default=None)
 
 
 def follow(user: User, doc: str) -> None:

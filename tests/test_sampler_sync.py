@@ -8,6 +8,7 @@ import ray
 from seal_dist.cluster import Components
 from seal_dist.learner.sft import PolicyTrainer
 from seal_dist.models import load_tokenizer
+from seal_dist.sampling.engines import request_seeds
 from tests.conftest import fast_config
 
 TARGETS = (" baker baker baker baker", " owl owl owl owl")  # words of the tiny model's world
@@ -60,3 +61,10 @@ def test_seeded_sampling_of_a_batch_larger_than_the_token_budget(tmp_path_factor
     assert [len(edits) for edits in first] == [2] * len(prompts)
     assert ray.get(actor.generate.remote(prompts, 2, 1.0, 7, None)) == first
     ray.kill(actor)
+
+
+def test_each_prompt_samples_from_a_seed_of_its_own():
+    prompts = ["grid a", "grid b", "grid a"]
+    seeds = request_seeds(prompts, 7, per_prompt=True)
+    assert seeds[0] == seeds[2] != seeds[1] and request_seeds(prompts[::-1], 7, True) == seeds[::-1]
+    assert request_seeds(prompts, 8, True) != seeds and request_seeds(prompts, 7, per_prompt=False) == [7, 7, 7]

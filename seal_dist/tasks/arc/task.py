@@ -89,7 +89,7 @@ class ArcTask:
         pairs = fewshot.training_set(ctx.demos, edit.families(), random.Random(seed), a.max_side, a.max_tokens,
                                      self.count_tokens, a.max_examples, a.colour_permutations, a.order_permutations)
         lr = min(max(edit.learning_rate, self.cfg.lr_bounds[0]), self.cfg.lr_bounds[1])
-        epochs = min(max(edit.epochs, self.cfg.epoch_bounds[0]), self.cfg.epoch_bounds[1])
+        epochs = self.epochs(edit)
         steps = epochs * len(pairs) / self.batch_size
         if steps > self.cfg.max_steps:
             return Update((), edit.loss_on_all_tokens, lr, 0, f"cost guard: {steps:.0f} steps > {self.cfg.max_steps}")
@@ -127,8 +127,11 @@ class ArcTask:
         if isinstance(edit, ParseFailure):
             return {"parsed": 0.0, "trained": 0.0}
         return {"parsed": 1.0, **{family: float(family in edit.families()) for family in FAMILIES},
-                "all_tokens": float(edit.loss_on_all_tokens), "lr": update.lr, "epochs": float(update.epochs),
+                "all_tokens": float(edit.loss_on_all_tokens), "lr": update.lr, "epochs": float(self.epochs(edit)),
                 "trained": float(update.reason is None)}
+
+    def epochs(self, edit: SelfEdit) -> int:
+        return min(max(edit.epochs, self.cfg.epoch_bounds[0]), self.cfg.epoch_bounds[1])
 
     def conditions(self, contexts: list[ArcProblem], eval_cfg: DictConfig) -> tuple[list[Condition], list[Condition]]:
         """In-context learning (no update) before the policies; after them the oracle: per task, the best of
