@@ -53,8 +53,9 @@ def evaluate(cfg: DictConfig) -> list[dict]:
             for name, version, path in compared:
                 parts.use_sampler_policy(version, path)
                 tracker.phase(None, f"sampling self-edits: {name}", 1)
-                conditions.append(Condition(name, sample_self_edits(parts, task, contexts, cfg.eval.samples,
-                                                                    cfg.eval.temperature, cfg.seed, cfg.sampler.parse_tries)))
+                edits = sample_self_edits(parts, task, contexts, cfg.eval.samples, cfg.eval.temperature, cfg.seed,
+                                          cfg.sampler.parse_tries)
+                conditions.append(Condition(name, edits))
             conditions += after
             jobs = eval_jobs(task, contexts, conditions, cfg.eval.seeds)
             records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), None)
@@ -141,7 +142,7 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     errors = [[r["accuracy"] - r["ci_low"] for r in rows], [r["ci_high"] - r["accuracy"] for r in rows]]
     ax.bar(range(len(rows)), [r["accuracy"] for r in rows], yerr=errors, capsize=4)
     ax.set_xticks(range(len(rows)), [r["update"] for r in rows], rotation=20, ha="right")
-    ax.set_ylabel("no-context accuracy after the update")
+    ax.set_ylabel("score after the update (the task's reward)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -154,7 +155,7 @@ def rl_curve(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
     ax.set_xlabel("policy version (ReST-EM round)")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel("held-out score")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -2,9 +2,9 @@
 
 The tiny model's weights differ between processors (CPU kernels round differently, and pretraining amplifies
 it), so one build's result says little about another machine's. A grid stands in for other machines: each
-cell is a pretraining seed (another build) x a world seed (other people and passages), run as a full
-`seal-dist train` and `seal-dist eval` in its own folder (logs in train.log / eval.log; a cell already
-evaluated is kept, a cell cut short resumes). The summary counts the cells where the trained policy's
+cell is a pretraining seed (another build) x a world seed (other people and passages, or other grid tasks),
+run as a full `seal-dist train` and `seal-dist eval` in its own folder (logs in train.log / eval.log; a cell
+already evaluated is kept, a cell cut short resumes). The summary counts the cells where the trained policy's
 self-edits beat round 0's, the gaps' mean and sd, and whether the eval table's rows (whatever the task's) are
 in increasing order in the mean over cells.
 
@@ -92,7 +92,8 @@ def summarize(cells: list[dict]) -> dict:
 def print_grid(console: Console, cells: list[dict], overall: dict) -> None:
     columns = list(overall["mean"])
     table = Table(title="Accuracy after each update, per cell (pretraining seed x world seed)")
-    for header in ("pretrain seed", "world", *columns, "policy - round 0", "significant", "policy no-update, v0 -> final"):
+    for header in ("pretrain seed", "world", *columns, "policy - round 0", "significant",
+                   "policy no-update, v0 -> final"):
         table.add_column(header, justify="right")
     for c in cells:
         gap = c["accuracy"][POLICY] - c["accuracy"][ROUND0]
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                 progress.update(bar, description=f"{folder.name}: train + eval ({folder}/*.log)")
                 run_cell(folder, args.overrides, p, w)
             cells.append(cell_result(folder, p, w))
-            progress.console.print(f"{folder.name}: " + ", ".join(f"{n} {a:.3f}" for n, a in cells[-1]["accuracy"].items()))
+            scores = ", ".join(f"{n} {a:.3f}" for n, a in cells[-1]["accuracy"].items())
+            progress.console.print(f"{folder.name}: {scores}")
             progress.advance(bar)
     overall = summarize(cells)
     (args.out / "grid.json").write_text(json.dumps({"cells": cells, "summary": overall}, indent=2))
