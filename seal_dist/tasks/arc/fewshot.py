@@ -34,9 +34,14 @@ class Query:
     problem: Problem
 
 
+def demonstration(pair: Pair) -> str:
+    """One demonstration as text: its input and output grids under their labels."""
+    return f"input:\n{format_grid(pair[0])}\noutput:\n{format_grid(pair[1])}"
+
+
 def prompt(problem: Problem) -> str:
     """The text a model completes with format_grid of the query's output."""
-    shots = "".join(f"input:\n{format_grid(i)}\noutput:\n{format_grid(o)}\n\n" for i, o in problem.demos)
+    shots = "".join(f"{demonstration(pair)}\n\n" for pair in problem.demos)
     return f"{shots}input:\n{format_grid(problem.query)}\noutput:\n"
 
 

@@ -15,7 +15,6 @@ from seal_dist.inner.job import InnerJob
 from seal_dist.tasks.arc import data, fewshot, pretraining, world
 from seal_dist.tasks.arc.augment import FAMILIES
 from seal_dist.tasks.arc.data import ArcProblem
-from seal_dist.tasks.arc.grids import format_grid
 from seal_dist.tasks.arc.selfedit import STRATEGIES, ParseFailure, SelfEdit, parse_self_edit, to_json
 from seal_dist.tasks.interface import Condition
 from seal_dist.training import Example
@@ -88,8 +87,7 @@ class ArcTask:
         a = self.cfg.augmentation
         pairs = fewshot.training_set(ctx.demos, edit.families(), random.Random(seed), a.max_side, a.max_tokens,
                                      self.count_tokens, a.max_examples, a.colour_permutations, a.order_permutations)
-        lr = min(max(edit.learning_rate, self.cfg.lr_bounds[0]), self.cfg.lr_bounds[1])
-        epochs = self.epochs(edit)
+        lr, epochs = clamp(edit.learning_rate, self.cfg.lr_bounds), clamp(edit.epochs, self.cfg.epoch_bounds)
         steps = epochs * len(pairs) / self.batch_size
         if steps > self.cfg.max_steps:
             return Update((), edit.loss_on_all_tokens, lr, 0, f"cost guard: {steps:.0f} steps > {self.cfg.max_steps}")
@@ -127,11 +125,8 @@ class ArcTask:
         if isinstance(edit, ParseFailure):
             return {"parsed": 0.0, "trained": 0.0}
         return {"parsed": 1.0, **{family: float(family in edit.families()) for family in FAMILIES},
-                "all_tokens": float(edit.loss_on_all_tokens), "lr": update.lr, "epochs": float(self.epochs(edit)),
+                "all_tokens": float(edit.loss_on_all_tokens), "lr": update.lr, "epochs": float(clamp(edit.epochs, self.cfg.epoch_bounds)),
                 "trained": float(update.reason is None)}
-
-    def epochs(self, edit: SelfEdit) -> int:
-        return min(max(edit.epochs, self.cfg.epoch_bounds[0]), self.cfg.epoch_bounds[1])
 
     def conditions(self, contexts: list[ArcProblem], eval_cfg: DictConfig) -> tuple[list[Condition], list[Condition]]:
         """In-context learning (no update) before the policies; after them the oracle: per task, the best of
@@ -157,7 +152,12 @@ class ArcTask:
         return pretraining.corpus(self.cfg.pretraining, self.prompt, seed)
 
 
+def clamp(value, bounds):
+    """The value brought into [low, high]."""
+    return min(max(value, bounds[0]), bounds[1])
+
+
 def demonstrations(ctx: ArcProblem) -> str:
     """The task's demonstrations as the self-edit prompt shows them: each input and output grid, one line per
     row, cells separated by spaces."""
-    return "\n\n".join(f"input:\n{format_grid(i)}\noutput:\n{format_grid(o)}" for i, o in ctx.demos)
+    return "\n\n".join(fewshot.demonstration(pair) for pair in ctx.demos)
