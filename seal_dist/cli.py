@@ -1,4 +1,4 @@
-"""The `seal-dist` console script: `seal-dist {train,eval,grid} [arguments...]`, and its command list."""
+"""The `seal-dist` console script: `seal-dist {train,eval,grid,adapt,continual} [arguments...]`, and its command list."""
 
 import argparse
 import importlib
@@ -8,6 +8,8 @@ COMMANDS = {  # name: (Hydra app module, what it does)
     "train": ("seal_dist.train", "train a policy with SEAL (ReST-EM rounds) in runs/<time>/"),
     "eval": ("seal_dist.evaluate", "compare updates on held-out passages: table, eval.json, charts"),
     "grid": ("seal_dist.grid", "train + eval for each pretraining x world seed; one table"),
+    "adapt": ("seal_dist.adapt", "take in new documents: a self-edit and a bounded LoRA update each"),
+    "continual": ("seal_dist.continual", "sequences of self-edits: the forgetting matrix, unbounded vs bounded"),
 }
 
 

@@ -143,6 +143,7 @@ class ArcPretrainingConfig:
 
     world: GridWorldConfig = field(default_factory=GridWorldConfig)  # its tasks are solved in the corpus
     self_edits: int = MISSING  # self-edit prompts, each followed by a random configuration: the round-0 policy
+    augmentation_rate: float = MISSING  # the chance that each augmentation switch is on in such a configuration
     learning_rates: list[float] = MISSING  # those configurations' learning rates, drawn uniformly
     epochs: list[int] = MISSING  # and epochs
 
@@ -284,6 +285,66 @@ class EvalConfig:
     confidence: float = MISSING  # of the intervals; an ordering is significant where its interval excludes 0
 
 
+class Compose(str, Enum):
+    """How a kept self-update becomes part of the model the next one starts from."""
+
+    merge = "merge"  # added into the weights, as the SEAL paper does
+    stack = "stack"  # kept as a PEFT adapter of its own, all of them active together
+
+
+@dataclass
+class AnchorConfig:
+    """Trust anchors: modules that no self-update touches (checked bit for bit after every update)."""
+
+    modules: list[str] = MISSING  # fnmatch patterns of module names ("*.mlp.*")
+    layers: list[list[int]] = MISSING  # [first, last] ranges of layer indices (inclusive)
+
+
+@dataclass
+class ForgettingConfig:
+    """The forgetting guard: probes answered before and after every update, and when it is rolled back."""
+
+    enabled: bool = MISSING  # roll back by the rules below (the probes are measured and reported either way)
+    probes_per_document: int = MISSING  # each document's first questions, held apart as its retention probes
+    tolerance: float = MISSING  # roll back when retention-probe accuracy falls by more than this
+    locality_split: str = MISSING  # "train" or "heldout": the task split whose questions are the locality probes
+    locality_questions: int = MISSING  # how many (the split's first ones)
+    max_changed: float = MISSING  # roll back when more than this fraction of locality answers change
+
+
+@dataclass
+class GuardConfig:
+    """Bounds on every self-update (ARCHITECTURE.md "Bounded self-updates"); each off by its null or false."""
+
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    max_module_norm: Optional[float] = MISSING  # bound on each module's ||scale * B @ A||_F, enforced by rescaling
+    max_total_norm: Optional[float] = MISSING  # bound on the whole update's Frobenius norm, likewise
+    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
+
+
+@dataclass
+class AdaptConfig:
+    """`seal-dist adapt`: new documents taken in, one self-edit and one bounded update each, in sequence."""
+
+    policy: Optional[str] = MISSING  # a training run directory, a policy adapter folder, or null: the base model
+    documents: Optional[str] = MISSING  # a SEAL-schema JSON file, or a folder of .txt files (one document each)
+    output: Optional[str] = MISSING  # the folder the adapted model and its report are written to
+    resume: bool = MISSING  # continue the sequence an interrupted adapt left in `output`
+    compose: Compose = MISSING
+    save_merged: bool = MISSING  # also write the adapted model's merged weights (output/model)
+    temperature: float = MISSING  # of the self-edit's sampling
+    seed: int = MISSING
+
+
+@dataclass
+class ContinualConfig:
+    """`seal-dist continual`: sequences of self-edits, the accuracy on every earlier document after each."""
+
+    documents: int = MISSING  # per sequence (the task's held-out contexts, drawn per sequence)
+    sequences: int = MISSING
+    seed: int = MISSING  # sequence i draws its documents with seed + i
+
+
 @dataclass
 class Config:
     task: Any = MISSING  # a KnowledgeTaskConfig or an ArcTaskConfig (conf/task/*: their schema)
@@ -294,6 +355,9 @@ class Config:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     rounds: int = MISSING
     contexts_per_round: int = MISSING
     heldout_contexts: int = MISSING

@@ -12,7 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 if TYPE_CHECKING:
-    from seal_dist.config import LoraConfig
+    from seal_dist.config import InnerConfig, LoraConfig
 
 
 MAX_GRAD_NORM = 1.0  # gradient-norm clipping of every fine-tune (torch's clip_grad_norm_ formula)
@@ -113,6 +113,17 @@ def train_epochs(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     return losses
+
+
+def fine_tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params: list[torch.nn.Parameter],
+              examples: list[Example], lr: float, epochs: int, cfg: "InnerConfig", seed: int,
+              loss_on_prompt: bool) -> list[float]:
+    """One inner-loop update of `params` (AdamW, no weight decay, cfg's schedule and batches); each step's loss."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    total = epochs * math.ceil(len(examples) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup_steps))
+    return train_epochs(model, tokenizer, examples, optimizer, epochs, cfg.batch_size, cfg.max_seq_len, seed, schedule,
+                        loss_on_prompt)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import torch
 
 from seal_dist.inner.engine import check_policy
 from seal_dist.inner.job import InnerJob, InnerResult, failed
-from seal_dist.training import generate, lora_config, lr_factor, mean_loss, train_epochs
+from seal_dist.training import fine_tune, generate, lora_config, mean_loss
 
 if TYPE_CHECKING:
     from seal_dist.config import InnerConfig
@@ -62,12 +62,8 @@ class SequentialEngine:
         if job.examples and epochs > 0:
             examples, length = list(job.examples), self.cfg.max_seq_len
             loss_before = mean_loss(self.model, self.tokenizer, examples, length, job.loss_on_prompt)
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-            total = epochs * math.ceil(len(examples) / self.cfg.batch_size)
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: lr_factor(s, total, self.cfg.schedule, self.cfg.warmup_steps))
-            losses = train_epochs(self.model, self.tokenizer, examples, optimizer, epochs, self.cfg.batch_size,
-                                  length, job.seed, schedule, job.loss_on_prompt)
+            losses = fine_tune(self.model, self.tokenizer, params, examples, lr, epochs, self.cfg, job.seed,
+                               job.loss_on_prompt)
             bad = next((step for step, loss in enumerate(losses) if not math.isfinite(loss)), None)
             if bad is not None:
                 return failed(job, self.worker, f"non-finite training loss at step {bad}")

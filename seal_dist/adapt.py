@@ -1,0 +1,205 @@
+"""`seal-dist adapt`: the trained model takes in new documents by itself. For each document in turn it writes
+a self-edit, applies it as a bounded LoRA update (conf/guard) and keeps or rolls it back; the output folder
+holds every kept update as a PEFT adapter, the merged weights on request, and a report line per document.
+
+    seal-dist adapt experiment=demo_cpu adapt.policy=runs/<time> adapt.documents=new_docs/ adapt.output=adapted
+        guard=bounded
+
+Output folder (each document's results are written before the next starts; `adapt.resume=true` continues):
+    config.yaml       the resolved config
+    report.jsonl      one record per document: self-edit, sequences, losses, norms, probes, decision
+    updates/<i>/      the kept update of document i (PEFT adapter)
+    model/            the adapted model's merged weights (adapt.save_merged=true), written at the end
+    state.json        how many documents are done (written last, atomically)
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import hydra
+import peft
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from seal_dist import config, models
+from seal_dist.config import UserError
+from seal_dist.rundir import RunDir
+from seal_dist.selfupdate import SelfUpdater, check_lengths
+from seal_dist.tasks.interface import create
+from seal_dist.tasks.knowledge.task import Context, KnowledgeTask, load_file
+from seal_dist.train import CONF_DIR
+
+
+def load_documents(path: str) -> list[Context]:
+    """A SEAL-schema JSON file (its questions become probes), or a folder of .txt files: one document each,
+    titled by its file name, in name order, without questions."""
+    source = Path(path)
+    if source.is_file():
+        return load_file(path)
+    if not source.is_dir():
+        raise UserError(f"adapt.documents={path}: no such file or folder")
+    files = sorted(source.glob("*.txt"))
+    if not files:
+        raise UserError(f"adapt.documents={path}: the folder has no .txt documents")
+    docs = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"adapt.documents: cannot read {f}: {e}") from e
+        if not text:
+            raise UserError(f"adapt.documents: {f} is empty")
+        docs.append(Context(f.stem, f.stem.replace("_", " "), text, ()))
+    return docs
+
+
+def policy_adapter(path: str | None) -> str | None:
+    """The PEFT adapter folder that adapt.policy names: a training run's final policy, or the folder itself."""
+    if path is None:
+        return None
+    if (Path(path) / "adapter_config.json").is_file():
+        return path
+    if (Path(path) / "config.yaml").is_file():
+        checkpoint = RunDir.existing(path, "adapt.policy").checkpoint()
+        if checkpoint is None or checkpoint["policy_path"] is None:
+            raise UserError(f"adapt.policy={path}: the run has no trained policy yet (no checkpoint with a policy)")
+        return checkpoint["policy_path"]
+    raise UserError(f"adapt.policy={path}: neither a PEFT adapter folder (adapter_config.json) nor a seal-dist run")
+
+
+def load_adapted(cfg: DictConfig, task: KnowledgeTask, docs: list[Context]):
+    """The base model with the policy merged in, and its tokenizer; documents too long for it are refused."""
+    adapter = policy_adapter(cfg.adapt.policy)
+    path = models.resolve_path(cfg.model, task)
+    tokenizer = models.load_tokenizer(path)
+    check_lengths(task, tokenizer, docs, cfg.sampler.max_tokens, cfg.sampler.max_model_len)
+    model = models.load_model(path, "float32", "cpu")
+    if adapter is not None:
+        model = peft.PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model, tokenizer
+
+
+def locality_contexts(task: KnowledgeTask, cfg) -> list[Context]:
+    """The first contexts of the configured split holding `locality_questions` questions in all."""
+    found, count = [], 0
+    for ctx in task.load(cfg.locality_split):
+        if count >= cfg.locality_questions:
+            break
+        take = ctx.questions[: cfg.locality_questions - count]
+        found.append(Context(ctx.id, ctx.title, ctx.text, take))
+        count += len(take)
+    return found
+
+
+def knowledge_task(cfg: DictConfig, command: str) -> KnowledgeTask:
+    task = create(cfg)
+    if not isinstance(task, KnowledgeTask):
+        raise UserError(f"{command}: documents are taken in by knowledge incorporation; task={cfg.task.name} has none")
+    return task
+
+
+class OutputDir:
+    def __init__(self, root: str, resume: bool):
+        self.root = Path(root)
+        self.report = self.root / "report.jsonl"
+        self.state = self.root / "state.json"
+        self.updates = self.root / "updates"
+        exists = self.root.exists() and any(self.root.iterdir())
+        if exists and not resume:
+            raise UserError(f"adapt.output={root} exists: give another folder, or adapt.resume=true to continue it")
+        if resume and not self.state.is_file():
+            raise UserError(f"adapt.output={root}: nothing to continue (no state.json of an adapt)")
+
+    def create(self) -> None:
+        self.updates.mkdir(parents=True, exist_ok=True)
+
+    def done(self) -> list[dict]:
+        """The records of the documents already done; what a kill left of the next one is removed."""
+        if not self.state.is_file():
+            return []
+        count = json.loads(self.state.read_text())["done"]
+        records = [json.loads(line) for line in self.report.read_text().splitlines()][:count]
+        self._write(self.report, "".join(json.dumps(r) + "\n" for r in records))
+        for folder in self.updates.iterdir():
+            if not folder.name.isdigit() or int(folder.name) >= count:
+                shutil.rmtree(folder)
+        return records
+
+    def update_dir(self, index: int) -> Path:
+        return self.updates / f"{index:03d}"
+
+    def commit(self, record: dict) -> None:
+        with self.report.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write(self.state, json.dumps({"done": record["index"] + 1}))
+
+    def save_merged(self, model, tokenizer) -> None:
+        tmp, final = self.root / "model.tmp", self.root / "model"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def adapt(cfg: DictConfig) -> list[dict]:
+    a = cfg.adapt
+    for key in ("documents", "output"):
+        if a[key] is None:
+            raise UserError(f"adapt.{key} is required (see `seal-dist adapt --help`)")
+    task = knowledge_task(cfg, "seal-dist adapt")
+    docs = load_documents(a.documents)
+    out = OutputDir(a.output, a.resume)
+    model, tokenizer = load_adapted(cfg, task, docs)
+    out.create()  # once every input has been checked
+    updater = SelfUpdater(model, tokenizer, task, cfg, locality_contexts(task, cfg.guard.forgetting))
+    records = out.done()
+    for record in records:
+        if record["decision"] != "rejected":
+            updater.load_kept(docs[record["index"]], out.update_dir(record["index"]))
+    (out.root / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    console = Console()
+    for i in range(len(records), len(docs)):
+        record = updater.step(docs[i], i, a.seed + i, out.update_dir(i))
+        out.commit(record)
+        records.append(record)
+        console.print(f"[{i + 1}/{len(docs)}] {docs[i].title}: {record['decision']}"
+                      + (f" ({record['reason']})" if record.get("reason") else ""))
+    if a.save_merged:
+        out.save_merged(updater.merged(), tokenizer)
+    print_report(console, records, out.root)
+    return records
+
+
+def print_report(console: Console, records: list[dict], root: Path) -> None:
+    table = Table(title=f"seal-dist adapt: {root}")
+    for column in ("document", "decision", "loss", "norm (total)", "retention", "locality changed"):
+        table.add_column(column)
+    for r in records:
+        loss = f"{r['loss_before']:.3f} -> {r['loss_after']:.3f}" if "loss_after" in r else "-"
+        retention = "-" if r.get("retention_after") is None else f"{r['retention_before']:.2f} -> {r['retention_after']:.2f}"
+        table.add_row(r["title"], r["decision"] + (f": {r['reason']}" if r.get("reason") else ""), loss,
+                      f"{r['norm_total']:.3f}" if "norm_total" in r else "-", retention,
+                      f"{r['locality_changed']:.0%}" if "locality_changed" in r else "-")
+    console.print(table)
+    console.print(f"report: {root / 'report.jsonl'}")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with config.user_errors("seal-dist adapt"):
+        config.validate(cfg)
+        adapt(cfg)
+
+
+if __name__ == "__main__":
+    main()

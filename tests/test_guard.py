@@ -1,0 +1,162 @@
+"""Bounded self-updates on the test-sized tiny model and real PEFT adapters: trust anchors, norm bounds, the
+forgetting guard's rollback, `seal-dist adapt`'s output folder and report, and the continual experiment."""
+
+import json
+
+import numpy as np
+import peft
+import pytest
+import torch
+
+from seal_dist import guard, models
+from seal_dist.adapt import adapt
+from seal_dist.config import UserError
+from seal_dist.continual import continual, measures
+from seal_dist.tasks.interface import create
+from tests.conftest import compose_config, fast_config
+
+ADAPT = ["sampler.max_tokens=24", "inner.epochs=2", "guard.forgetting.locality_questions=6"]
+
+
+def seal_file(tmp_path, n: int, cfg) -> str:
+    """The first n held-out passages of the synthetic world as a SEAL-schema file."""
+    records = [{"title": c.title, "context": c.text,
+                "questions": [{"question": q.question, "answer": q.answer} for q in c.questions]}
+               for c in create(cfg).load("heldout")[:n]]
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+def adapt_config(tmp_path, model_cache, n_docs: int, *overrides: str, output: str = "out"):
+    base = fast_config(tmp_path, model_cache)
+    return fast_config(tmp_path, model_cache, *ADAPT, f"adapt.documents={seal_file(tmp_path, n_docs, base)}",
+                       f"adapt.output={tmp_path / output}", *overrides)
+
+
+def test_anchors_match_names_and_layer_ranges():
+    anchors = compose_config("run_dir=x", "guard.anchors.modules=[*.mlp.*]", "guard.anchors.layers=[[2,3]]").guard.anchors
+    assert guard.anchored("model.layers.0.mlp.up_proj", anchors)
+    assert guard.anchored("model.layers.3.self_attn.q_proj", anchors)
+    assert not guard.anchored("model.layers.1.self_attn.q_proj", anchors)
+    assert not guard.anchored("model.layers.12.self_attn.q_proj", anchors)
+
+
+def test_norms_are_the_frobenius_norm_and_clipping_bounds_them(tiny_model):
+    model = models.load_model(tiny_model, "float32", "cpu")
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    model = peft.get_peft_model(model, lora, adapter_name="u")
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_()
+    norms = guard.update_norms(model, "u")
+    module = model.base_model.model.model.layers[0].self_attn.q_proj
+    direct = torch.linalg.norm(module.scaling["u"] * module.lora_B["u"].weight.double() @ module.lora_A["u"].weight.double())
+    assert norms["model.layers.0.self_attn.q_proj"] == pytest.approx(direct.item(), rel=1e-9)
+    assert guard.clip(model, "u", max_module=0.5, max_total=1.0)
+    clipped = guard.update_norms(model, "u")
+    assert max(clipped.values()) <= 0.5 and guard.total_norm(clipped) <= 1.0
+    assert not guard.clip(model, "u", max_module=0.5, max_total=1.0)  # already within: nothing rescaled
+
+
+def test_bounded_adapt_keeps_anchors_bit_identical_and_norms_within_bounds(tmp_path, model_cache):
+    cfg = adapt_config(tmp_path, model_cache, 3, "guard=bounded", "guard.max_module_norm=0.02",
+                       "guard.max_total_norm=0.1", "guard.forgetting.enabled=false", "adapt.save_merged=true")
+    before = models.load_model(models.resolve_path(cfg.model, create(cfg)), "float32", "cpu")
+    records = adapt(cfg)
+    assert [r["decision"] for r in records] == ["clipped"] * 3  # the bounds are tight: every update was rescaled
+    assert all(r["norm_max_module"] <= 0.02 and r["norm_total"] <= 0.1 for r in records)
+    assert all(r["norm_total_unclipped"] > 0.1 for r in records)
+    after = models.load_model(str(tmp_path / "out" / "model"), "float32", "cpu")
+    layer0 = [f"model.layers.0.{m}" for m in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj")]
+    assert guard.fingerprint(after, layer0) == guard.fingerprint(before, layer0)  # the anchored first layer
+    assert not torch.equal(after.model.layers[1].self_attn.q_proj.weight, before.model.layers[1].self_attn.q_proj.weight)
+    report = [json.loads(line) for line in (tmp_path / "out" / "report.jsonl").read_text().splitlines()]
+    assert report == json.loads(json.dumps(records)) and sorted(p.name for p in (tmp_path / "out" / "updates").iterdir()) == ["000", "001", "002"]
+
+
+def test_a_rolled_back_update_leaves_the_model_exactly_as_it_was(tmp_path, model_cache):
+    # lr 0.5 wrecks the tiny model: its answers to the unrelated questions change, and the guard refuses that
+    cfg = adapt_config(tmp_path, model_cache, 2, "guard=bounded", "guard.max_module_norm=null", "guard.max_total_norm=null",
+                       "guard.forgetting.max_changed=0.0", "inner.lr=0.5", "adapt.save_merged=true")
+    before = models.load_model(models.resolve_path(cfg.model, create(cfg)), "float32", "cpu")
+    records = adapt(cfg)
+    assert [r["decision"] for r in records] == ["rejected"] * 2
+    assert all("locality answers changed" in r["reason"] for r in records)
+    after = models.load_model(str(tmp_path / "out" / "model"), "float32", "cpu")
+    assert guard.fingerprint(after, None) == guard.fingerprint(before, None)
+    assert not any((tmp_path / "out" / "updates").iterdir())
+    assert len((tmp_path / "out" / "report.jsonl").read_text().splitlines()) == 2  # every rejection is reported
+
+
+def test_adapt_continues_an_interrupted_sequence_where_it_stopped(tmp_path, model_cache):
+    full = adapt(adapt_config(tmp_path, model_cache, 3, output="full"))
+    out = tmp_path / "full"
+    (out / "state.json").write_text(json.dumps({"done": 1}))  # as if killed after the first document
+    resumed = adapt(adapt_config(tmp_path, model_cache, 3, "adapt.resume=true", output="full"))
+    assert [r["self_edit"] for r in resumed] == [r["self_edit"] for r in full]
+    assert [r["loss_after"] for r in resumed] == pytest.approx([r["loss_after"] for r in full], rel=1e-5)
+    assert len((out / "report.jsonl").read_text().splitlines()) == 3
+
+
+def test_stacked_updates_equal_merged_ones(tmp_path, model_cache):
+    merged = adapt(adapt_config(tmp_path, model_cache, 2, output="merged"))
+    stacked = adapt(adapt_config(tmp_path, model_cache, 2, "adapt.compose=stack", output="stacked"))
+    assert [r["self_edit"] for r in stacked] == [r["self_edit"] for r in merged]
+    assert [r["loss_after"] for r in stacked] == pytest.approx([r["loss_after"] for r in merged], rel=1e-4)
+
+
+def test_adapt_refuses_bad_input_naming_it(tmp_path, model_cache):
+    cfg = adapt_config(tmp_path, model_cache, 1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("earlier work")
+    with pytest.raises(UserError, match="exists: give another folder, or adapt.resume=true"):
+        adapt(cfg)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "earlier work"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("   \n")
+    with pytest.raises(UserError, match="a.txt is empty"):
+        adapt(fast_config(tmp_path, model_cache, f"adapt.documents={docs}", f"adapt.output={tmp_path / 'o1'}"))
+    (docs / "a.txt").write_text("word " * 3000)
+    with pytest.raises(UserError, match="document a .*exceeds sampler.max_model_len=2048: refused"):
+        adapt(fast_config(tmp_path, model_cache, f"adapt.documents={docs}", f"adapt.output={tmp_path / 'o2'}"))
+    assert not (tmp_path / "o2").exists()  # nothing is written before every input is checked
+    (docs / "a.txt").write_text("A short document.")
+    with pytest.raises(UserError, match="adapt.policy=.*neither a PEFT adapter folder"):
+        adapt(fast_config(tmp_path, model_cache, f"adapt.documents={docs}", f"adapt.output={tmp_path / 'o3'}",
+                          f"adapt.policy={docs}"))
+    with pytest.raises(UserError, match="adapt.documents is required"):
+        adapt(fast_config(tmp_path, model_cache))
+    with pytest.raises(UserError, match="all .* modules that inner.lora.target_modules names are anchored"):
+        adapt(adapt_config(tmp_path, model_cache, 1, "guard.anchors.modules=[*]", output="o4"))
+
+
+def test_continual_measures_on_a_known_matrix():
+    nan = np.nan
+    matrix = np.array([[0.0, 0.0, 0.0],
+                       [0.8, nan, nan],
+                       [0.4, 0.6, nan],
+                       [0.2, 0.6, 1.0]])
+    records = [{"decision": "kept", "norm_total": 1.0, "locality_changed": 0.1},
+               {"decision": "clipped", "norm_total": 2.0, "locality_changed": 0.2},
+               {"decision": "rejected", "reason": "x"}]
+    m = measures(matrix, records)
+    assert m["retention"] == pytest.approx((0.2 / 0.8 + 0.6 / 0.6) / 2)
+    assert m["backward_transfer"] == pytest.approx(((0.2 - 0.8) + (0.6 - 0.6)) / 2)
+    assert m["new_document_accuracy"] == pytest.approx((0.8 + 0.6 + 1.0) / 3)
+    assert m["locality"] == pytest.approx(0.8) and m["max_norm"] == 2.0
+    assert m["clipped"] == 1 and m["rejected"] == 1
+
+
+def test_continual_writes_both_arms_matrices(tmp_path, model_cache):
+    cfg = fast_config(tmp_path, model_cache, *ADAPT, "guard=bounded", "continual.documents=2", "continual.sequences=1")
+    result = continual(cfg)
+    written = json.loads((tmp_path / "run" / "continual.json").read_text())
+    assert set(written) >= {"unbounded", "bounded"} and (tmp_path / "run" / "continual.png").is_file()
+    for arm in ("unbounded", "bounded"):
+        mean = written[arm]["mean"]
+        assert len(mean) == 3 and all(len(row) == 2 for row in mean)
+        assert mean[1][1] is None and mean[2][1] is not None  # lower triangle only
+        assert result[arm]["locality"]["mean"] is not None
