@@ -27,7 +27,7 @@ from rich.table import Table
 from seal_dist import config, models
 from seal_dist.config import UserError
 from seal_dist.rundir import RunDir
-from seal_dist.selfupdate import SelfUpdater, check_lengths
+from seal_dist.selfupdate import SelfUpdater, check_lengths, locality_probes
 from seal_dist.tasks.interface import create
 from seal_dist.tasks.knowledge.task import Context, KnowledgeTask, load_file
 from seal_dist.train import CONF_DIR
@@ -80,18 +80,6 @@ def load_adapted(cfg: DictConfig, task: KnowledgeTask, docs: list[Context]):
     if adapter is not None:
         model = peft.PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model, tokenizer
-
-
-def locality_contexts(task: KnowledgeTask, cfg) -> list[Context]:
-    """The first contexts of the configured split holding `locality_questions` questions in all."""
-    found, count = [], 0
-    for ctx in task.load(cfg.locality_split):
-        if count >= cfg.locality_questions:
-            break
-        take = ctx.questions[: cfg.locality_questions - count]
-        found.append(Context(ctx.id, ctx.title, ctx.text, take))
-        count += len(take)
-    return found
 
 
 def knowledge_task(cfg: DictConfig, command: str) -> KnowledgeTask:
@@ -161,7 +149,9 @@ def adapt(cfg: DictConfig) -> list[dict]:
     out = OutputDir(a.output, a.resume)
     model, tokenizer = load_adapted(cfg, task, docs)
     out.create()  # once every input has been checked
-    updater = SelfUpdater(model, tokenizer, task, cfg, locality_contexts(task, cfg.guard.forgetting))
+    rule = cfg.guard.forgetting
+    locality = locality_probes(model, tokenizer, task, task.load(rule.locality_split), rule, cfg.inner.eval_batch_size)
+    updater = SelfUpdater(model, tokenizer, task, cfg, locality)
     records = out.done()
     for record in records:
         if record["decision"] != "rejected":

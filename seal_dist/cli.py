@@ -12,6 +12,8 @@ COMMANDS = {  # name: (Hydra app module, what it does)
     "continual": ("seal_dist.continual", "sequences of self-edits: the forgetting matrix, unbounded vs bounded"),
 }
 
+OWN_OUTPUT = {"adapt": ["hydra.run.dir=.", "hydra.output_subdir=null"]}  # writes only into adapt.output
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -22,5 +24,5 @@ def main() -> None:
     for name, (_, summary) in COMMANDS.items():
         commands.add_parser(name, help=summary, add_help=False)
     command = parser.parse_args(sys.argv[1:2]).command  # the rest are the Hydra app's arguments
-    sys.argv = [f"seal-dist {command}", *sys.argv[2:]]
+    sys.argv = [f"seal-dist {command}", *sys.argv[2:], *OWN_OUTPUT.get(command, [])]
     importlib.import_module(COMMANDS[command][0]).main()

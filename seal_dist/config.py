@@ -307,9 +307,13 @@ class ForgettingConfig:
     enabled: bool = MISSING  # roll back by the rules below (the probes are measured and reported either way)
     probes_per_document: int = MISSING  # each document's first questions, held apart as its retention probes
     tolerance: float = MISSING  # roll back when retention-probe accuracy falls by more than this
-    locality_split: str = MISSING  # "train" or "heldout": the task split whose questions are the locality probes
+    locality_split: str = MISSING  # the task split whose questions are the locality probes: "train", "heldout", or
+    # "pretraining" (knowledge the tiny model was pretrained on)
     locality_questions: int = MISSING  # how many (the split's first ones)
+    locality_known: bool = MISSING  # only questions that the unadapted model answers correctly
     max_changed: float = MISSING  # roll back when more than this fraction of locality answers change
+    shrink_tries: int = MISSING  # before rolling back, scale the update down this many times, re-probing each
+    shrink_factor: float = MISSING  # by this factor each time
 
 
 @dataclass
@@ -411,6 +415,17 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be at least 1")
     if not 0 < cfg.eval.confidence < 1:
         raise UserError(f"eval.confidence must be between 0 and 1, got {cfg.eval.confidence}")
+    g = cfg.guard
+    for key, value in (("guard.max_module_norm", g.max_module_norm), ("guard.max_total_norm", g.max_total_norm)):
+        if value is not None and value <= 0:
+            raise UserError(f"{key} must be above 0 (or null: no bound), got {value}")
+    f = g.forgetting
+    if not (f.tolerance >= 0 and 0 <= f.max_changed <= 1 and 0 < f.shrink_factor < 1 and f.shrink_tries >= 0
+            and f.probes_per_document >= 0):
+        raise UserError("guard.forgetting: need tolerance >= 0, 0 <= max_changed <= 1, 0 < shrink_factor < 1, "
+                        f"shrink_tries >= 0 and probes_per_document >= 0; got {OmegaConf.to_container(f)}")
+    if f.locality_split not in ("train", "heldout", "pretraining"):
+        raise UserError(f"guard.forgetting.locality_split must be train, heldout or pretraining, got {f.locality_split!r}")
     if cfg.task.name not in TEMPLATE_FIELDS:
         raise UserError(f"task.name must be one of {sorted(TEMPLATE_FIELDS)}, got {cfg.task.name!r}")
     for key, fields in TEMPLATE_FIELDS[cfg.task.name]:

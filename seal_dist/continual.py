@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from seal_dist import config
-from seal_dist.adapt import knowledge_task, load_adapted, locality_contexts
-from seal_dist.selfupdate import SelfUpdater, split_questions
+from seal_dist.adapt import knowledge_task, load_adapted
+from seal_dist.selfupdate import SelfUpdater, locality_probes, split_questions
 from seal_dist.train import CONF_DIR
 
 matplotlib.use("Agg")
@@ -77,20 +77,24 @@ def continual(cfg: DictConfig) -> dict:
         raise config.UserError(f"continual.documents={c.documents}: the held-out split has {len(heldout)} documents")
     sequences = [random.Random(c.seed + i).sample(heldout, c.documents) for i in range(c.sequences)]
     model, tokenizer = load_adapted(cfg, task, [d for s in sequences for d in s])
-    locality = locality_contexts(task, cfg.guard.forgetting)
+    rule = cfg.guard.forgetting
+    locality = locality_probes(model, tokenizer, task, task.load(rule.locality_split), rule, cfg.inner.eval_batch_size)
     arms = {"unbounded": OmegaConf.merge(cfg, {"guard": UNBOUNDED}), "bounded": cfg}
     console, result = Console(), {}
     for arm, arm_cfg in arms.items():
-        matrices, rows = [], []
+        matrices, rows, steps = [], [], []
         for i, docs in enumerate(sequences):
             updater = SelfUpdater(copy.deepcopy(model), tokenizer, task, arm_cfg, locality)
             matrix, records = sequence_matrix(updater, docs, cfg.adapt.seed + 1000 * i)
             matrices.append(matrix)
             rows.append(measures(matrix, records))
+            steps.append(records)
             console.print(f"{arm}: sequence {i + 1}/{len(sequences)} done, retention {rows[-1]['retention']:.2f}")
         stacked = np.stack(matrices)
         result[arm] = {"mean": _listed(_nanmean(stacked, 0)), "sd": _listed(_nanmean(stacked, 0, np.nanstd)),
-                       "sequences": rows, **{key: _mean_sd([r[key] for r in rows]) for key in rows[0]}}
+                       **{key: _mean_sd([r[key] for r in rows]) for key in rows[0]},
+                       "sequences": [{"measures": r, "matrix": _listed(m), "steps": s}
+                                     for r, m, s in zip(rows, matrices, steps)]}
     out = Path(cfg.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "continual.json").write_text(json.dumps(

@@ -76,15 +76,22 @@ def clip(model: torch.nn.Module, adapter: str, max_module: float | None, max_tot
     """Rescales B of every module whose update's norm exceeds max_module to just under it, then all of them
     together where the total still exceeds max_total; returns whether anything was rescaled."""
     norms = update_norms(model, adapter)
-    scale = {name: _MARGIN * max_module / n if max_module is not None and n > max_module else 1.0
-             for name, n in norms.items()}
-    total = total_norm({name: n * scale[name] for name, n in norms.items()})
+    factors = {name: _MARGIN * max_module / n if max_module is not None and n > max_module else 1.0
+               for name, n in norms.items()}
+    total = total_norm({name: n * factors[name] for name, n in norms.items()})
     if max_total is not None and total > max_total:
-        scale = {name: s * _MARGIN * max_total / total for name, s in scale.items()}
+        factors = {name: f * _MARGIN * max_total / total for name, f in factors.items()}
     for name, module in _lora_layers(model, adapter):
-        if scale[name] != 1.0:
-            module.lora_B[adapter].weight.mul_(scale[name])
-    return any(s != 1.0 for s in scale.values())
+        if factors[name] != 1.0:
+            module.lora_B[adapter].weight.mul_(factors[name])
+    return any(f != 1.0 for f in factors.values())
+
+
+@torch.no_grad()
+def scale(model: torch.nn.Module, adapter: str, factor: float) -> None:
+    """Multiplies the whole update by factor (its norm with it)."""
+    for _, module in _lora_layers(model, adapter):
+        module.lora_B[adapter].weight.mul_(factor)
 
 
 @dataclass(frozen=True)

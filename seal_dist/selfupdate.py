@@ -32,6 +32,9 @@ class SelfUpdater:
         self.model, self.tokenizer, self.task, self.cfg = model, tokenizer, task, cfg
         self.free, self.anchors = guard.targets(model, list(cfg.inner.lora.target_modules), cfg.guard.anchors)
         self.anchor_print = guard.fingerprint(model, self.anchors)
+        if cfg.guard.forgetting.enabled and not locality:
+            raise UserError(f"guard.forgetting: no locality probe found in the {cfg.guard.forgetting.locality_split} split "
+                            "(with locality_known=true: the unadapted model answers none of its questions correctly)")
         self.locality = locality
         self.reference = self._locality_answers()  # the unadapted model's answers
         self.learned: list[Context] = []  # the documents whose update was kept, in order
@@ -42,16 +45,11 @@ class SelfUpdater:
 
     def answer(self, contexts: list[Context]) -> list[float]:
         """Each context's accuracy on its questions (greedy answers of the model as it is now)."""
-        asked = [c for c in contexts if c.questions]
-        prompts = [p for c in asked for p in self.task.eval_prompts(c)]
-        answers = iter(generate(self.model, self.tokenizer, prompts, self.task.cfg.max_answer_tokens,
-                                self.cfg.inner.eval_batch_size, 0.0, 1.0))
-        scores = {c.id: self.task.score(c, tuple(next(answers) for _ in c.questions)) for c in asked}
-        return [scores.get(c.id, math.nan) for c in contexts]
+        return accuracies(self.model, self.tokenizer, self.task, contexts, self.cfg.inner.eval_batch_size)
 
     def _locality_answers(self) -> tuple[str, ...]:
         prompts = [p for c in self.locality for p in self.task.eval_prompts(c)]
-        return tuple(a.strip() for a in generate(self.model, self.tokenizer, prompts, self.task.cfg.max_answer_tokens,
+        return tuple(self.task.answer(a) for a in generate(self.model, self.tokenizer, prompts, self.task.cfg.max_answer_tokens,
                                                  self.cfg.inner.eval_batch_size, 0.0, 1.0))
 
     def _probes(self) -> guard.Probes:
@@ -85,17 +83,24 @@ class SelfUpdater:
             return {**record, "decision": "rejected", "reason": "non-finite training loss"}
         raw = guard.update_norms(self.model, name)
         clipped = guard.clip(self.model, name, self.cfg.guard.max_module_norm, self.cfg.guard.max_total_norm)
-        norms = guard.update_norms(self.model, name)
-        after, own_after = self._probes(), self._own_probes(doc)
-        changed, reason = guard.forgetting(before, after, self.reference, self.cfg.guard.forgetting)
+        rule, scale = self.cfg.guard.forgetting, 1.0
+        for attempt in range(rule.shrink_tries + 1):  # the largest scale of the update that forgets within bounds
+            after, own_after = self._probes(), self._own_probes(doc)
+            changed, reason = guard.forgetting(before, after, self.reference, rule)
+            if reason is None or attempt == rule.shrink_tries:
+                break
+            guard.scale(self.model, name, rule.shrink_factor)
+            scale *= rule.shrink_factor
         keep = reason is None
+        norms = guard.update_norms(self.model, name)
+        decision = "rejected" if not keep else "shrunk" if scale < 1.0 else "clipped" if clipped else "kept"
         record |= {
             "loss_after": mean_loss(self.model, self.tokenizer, examples, self.cfg.inner.max_seq_len, loss_on_prompt),
             "norm_total": guard.total_norm(norms), "norm_max_module": max(norms.values()),
             "norm_total_unclipped": guard.total_norm(raw), "norm_max_module_unclipped": max(raw.values()),
             "retention_before": before.retention, "retention_after": after.retention,
             "own_probes_before": own_before, "own_probes_after": own_after, "locality_changed": changed,
-            "decision": ("clipped" if clipped else "kept") if keep else "rejected", "reason": reason,
+            "scale": scale, "decision": decision, "reason": reason,
         }
         if keep and save_to is not None:
             save_adapter(self.model, name, save_to)
@@ -158,6 +163,31 @@ class SelfUpdater:
         if not isinstance(self.model, peft.PeftModel):
             return self.model
         return copy.deepcopy(self.model).merge_and_unload()
+
+
+def accuracies(model, tokenizer, task: KnowledgeTask, contexts: list[Context], batch_size: int) -> list[float]:
+    """Each context's accuracy on its questions, from the model's greedy answers (NaN: it has none)."""
+    asked = [c for c in contexts if c.questions]
+    prompts = [p for c in asked for p in task.eval_prompts(c)]
+    answers = iter(generate(model, tokenizer, prompts, task.cfg.max_answer_tokens, batch_size, 0.0, 1.0))
+    scores = {c.id: task.score(c, tuple(next(answers) for _ in c.questions)) for c in asked}
+    return [scores.get(c.id, math.nan) for c in contexts]
+
+
+def locality_probes(model, tokenizer, task: KnowledgeTask, candidates: list[Context], rule, batch_size: int) -> list[Context]:
+    """The locality probes: the candidates' first `rule.locality_questions` questions, or, with
+    rule.locality_known, the first ones that the unadapted model answers correctly (knowledge it has, which an
+    update must not take away; a wrong guess changes under any update). One question per context."""
+    singles = [dataclasses.replace(c, id=f"{c.id}-q{j}", questions=(q,)) for c in candidates for j, q in enumerate(c.questions)]
+    if not rule.locality_known:
+        return singles[: rule.locality_questions]
+    known = []
+    for start in range(0, len(singles), batch_size):
+        chunk = singles[start : start + batch_size]
+        known += [c for c, score in zip(chunk, accuracies(model, tokenizer, task, chunk, batch_size)) if score == 1.0]
+        if len(known) >= rule.locality_questions:
+            break
+    return known[: rule.locality_questions]
 
 
 def save_adapter(model: peft.PeftModel, name: str, dest: Path) -> None:

@@ -7,15 +7,18 @@ import numpy as np
 import peft
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from seal_dist import guard, models
 from seal_dist.adapt import adapt
 from seal_dist.config import UserError
 from seal_dist.continual import continual, measures
+from seal_dist.selfupdate import accuracies, locality_probes
 from seal_dist.tasks.interface import create
 from tests.conftest import compose_config, fast_config
 
-ADAPT = ["sampler.max_tokens=24", "inner.epochs=2", "guard.forgetting.locality_questions=6"]
+ADAPT = ["sampler.max_tokens=24", "inner.epochs=2", "guard.forgetting.locality_questions=6",
+         "guard.forgetting.locality_known=false"]  # the briefly trained test model knows few answers
 
 
 def seal_file(tmp_path, n: int, cfg) -> str:
@@ -79,11 +82,12 @@ def test_bounded_adapt_keeps_anchors_bit_identical_and_norms_within_bounds(tmp_p
 def test_a_rolled_back_update_leaves_the_model_exactly_as_it_was(tmp_path, model_cache):
     # lr 0.5 wrecks the tiny model: its answers to the unrelated questions change, and the guard refuses that
     cfg = adapt_config(tmp_path, model_cache, 2, "guard=bounded", "guard.max_module_norm=null", "guard.max_total_norm=null",
-                       "guard.forgetting.max_changed=0.0", "inner.lr=0.5", "adapt.save_merged=true")
+                       "guard.forgetting.max_changed=0.0", "inner.lr=0.5",
+                       "adapt.save_merged=true")
     before = models.load_model(models.resolve_path(cfg.model, create(cfg)), "float32", "cpu")
     records = adapt(cfg)
     assert [r["decision"] for r in records] == ["rejected"] * 2
-    assert all("locality answers changed" in r["reason"] for r in records)
+    assert all("locality answers changed" in r["reason"] and r["scale"] == 0.5 ** 3 for r in records)  # shrunk, then refused
     after = models.load_model(str(tmp_path / "out" / "model"), "float32", "cpu")
     assert guard.fingerprint(after, None) == guard.fingerprint(before, None)
     assert not any((tmp_path / "out" / "updates").iterdir())
@@ -131,6 +135,22 @@ def test_adapt_refuses_bad_input_naming_it(tmp_path, model_cache):
         adapt(fast_config(tmp_path, model_cache))
     with pytest.raises(UserError, match="all .* modules that inner.lora.target_modules names are anchored"):
         adapt(adapt_config(tmp_path, model_cache, 1, "guard.anchors.modules=[*]", output="o4"))
+
+
+def test_locality_probes_are_questions_the_unadapted_model_answers_correctly(tmp_path, model_cache):
+    cfg = fast_config(tmp_path, model_cache, "guard.forgetting.locality_questions=1000")
+    task = create(cfg)
+    model = models.load_model(models.resolve_path(cfg.model, task), "float32", "cpu")
+    tokenizer = models.load_tokenizer(models.resolve_path(cfg.model, task))
+    candidates = task.load("pretraining")[:60]
+    every = locality_probes(model, tokenizer, task, candidates, OmegaConf.merge(cfg.guard.forgetting, {"locality_known": False}), 64)
+    known = locality_probes(model, tokenizer, task, candidates, cfg.guard.forgetting, 64)
+    assert len(every) == sum(len(c.questions) for c in candidates) and all(len(p.questions) == 1 for p in every)
+    assert {p.id for p in known} <= {p.id for p in every}
+    assert accuracies(model, tokenizer, task, known, 64) == [1.0] * len(known)
+    assert len(known) == sum(a == 1.0 for a in accuracies(model, tokenizer, task, every, 64))
+    with pytest.raises(UserError, match="guard.forgetting: no locality probe found"):
+        adapt(adapt_config(tmp_path, model_cache, 1, "guard=bounded", "guard.forgetting.locality_questions=0"))
 
 
 def test_continual_measures_on_a_known_matrix():

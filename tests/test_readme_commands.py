@@ -127,6 +127,38 @@ def grid(user: User, words: list[str]) -> None:
     assert json.loads((out / "grid.json").read_text()) == saved
 
 
+SHORT_ADAPT = ["sampler.max_tokens=24", "inner.epochs=1", "guard.forgetting.locality_questions=6",
+               "guard.forgetting.locality_known=false", "logger=disabled", f"model.cache_dir={{cache}}", *TINY_MODEL]
+
+
+def adapt(user: User, words: list[str]) -> None:
+    """`seal-dist adapt ...` short, with the test's tiny model (which knows too few answers for known-only locality
+    probes): one report line per document, each kept update in updates/, and the same folder refused a second time."""
+    short = [*words, *(w.format(cache=user.model_cache) for w in SHORT_ADAPT)]
+    proc = user.run(short, timeout=600)
+    assert proc.returncode == 0 and "report:" in proc.stdout, output(proc)
+    out = user.root / next(w.split("=", 1)[1] for w in words if w.startswith("adapt.output="))
+    docs = user.root / next(w.split("=", 1)[1] for w in words if w.startswith("adapt.documents="))
+    report = [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
+    assert [r["title"] for r in report] == [p.stem.replace("_", " ") for p in sorted(docs.glob("*.txt"))]
+    kept = [r["index"] for r in report if r["decision"] != "rejected"]
+    assert sorted(p.name for p in (out / "updates").iterdir()) == [f"{i:03d}" for i in kept]
+    again = user.run(short, timeout=120)
+    assert again.returncode == 2 and "adapt.resume=true to continue it" in again.stderr, output(again)
+
+
+def continual(user: User, words: list[str]) -> None:
+    """`seal-dist continual ...` on 2 documents x 1 sequence: continual.json holds both arms' matrices."""
+    short = [*words, "continual.documents=2", "continual.sequences=1",
+             *(w.format(cache=user.model_cache) for w in SHORT_ADAPT)]
+    before = user.run_dirs()
+    proc = user.run(short, timeout=600)
+    assert proc.returncode == 0 and "continual self-edits" in proc.stdout, output(proc)
+    (new,) = sorted(user.run_dirs() - before)
+    written = json.loads((user.root / new / "continual.json").read_text())
+    assert {"unbounded", "bounded"} <= written.keys() and (user.root / new / "continual.png").is_file()
+
+
 def submit(user: User, words: list[str]) -> None:
     """`python jobs/submit.py ...` against the test's Ray head: the job composes the run's config on the
     cluster (`--cfg job`) and exits; the script follows its logs and fails if the job fails."""
@@ -195,6 +227,8 @@ RUN = {  # first words: how the command is run
     ("seal-dist", "train"): seal_dist,
     ("seal-dist", "eval"): seal_dist,
     ("seal-dist", "grid"): grid,
+    ("seal-dist", "adapt"): adapt,
+    ("seal-dist", "continual"): continual,
     ("python", "jobs/submit.py"): submit,
     ("ray", "job"): ray_job,
     ("python", "benchmarks/batched_inner.py"): cpu_benchmark,

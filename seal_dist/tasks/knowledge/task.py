@@ -67,6 +67,13 @@ def load_file(path: str) -> list[Context]:
     return parse_records(read_records(path), path)
 
 
+def _synthetic(w, key: str, split: str) -> list[Context]:
+    """A split of a synthetic world (`key` names its attributes setting in errors)."""
+    records = world.make_split(w.seed, w.num_train, w.num_heldout, w.facts_per_passage,
+                               world.attributes_named(list(w.attributes), key))[split]
+    return parse_records(records, f"synthetic{w.seed}-{split}")
+
+
 NO_UPDATE, PASSAGE = "no update", "passage only"
 
 
@@ -75,14 +82,12 @@ class KnowledgeTask:
         self.cfg = cfg
 
     def load(self, split: str) -> list[Context]:
-        """`train` or `heldout` contexts, from the synthetic world or a SEAL-schema file."""
+        """`train` or `heldout` contexts, from the synthetic world or a SEAL-schema file; or `pretraining`: the
+        passages of the tiny model's pretraining world (what that model knows)."""
+        if split == "pretraining":
+            return _synthetic(self.cfg.pretraining.world, "task.pretraining.world.attributes", "train")
         source = {"train": self.cfg.train_data, "heldout": self.cfg.heldout_data}[split]
-        if source != "synthetic":
-            return load_file(source)
-        w = self.cfg.world
-        records = world.make_split(w.seed, w.num_train, w.num_heldout, w.facts_per_passage,
-                                   world.attributes_named(list(w.attributes), "task.world.attributes"))[split]
-        return parse_records(records, f"synthetic{w.seed}-{split}")
+        return _synthetic(self.cfg.world, "task.world.attributes", split) if source == "synthetic" else load_file(source)
 
     def prompt(self, ctx: Context) -> str:
         return self.cfg.prompt.template.format(title=ctx.title, context=ctx.text)
@@ -141,11 +146,15 @@ class KnowledgeTask:
             epochs=None,
         )
 
+    def answer(self, generation: str) -> str:
+        """The part of a generation that is graded as its answer (task.answer_span)."""
+        span = grading.first_sentence if self.cfg.answer_span == AnswerSpan.sentence else grading.first_line
+        return span(generation)
+
     def score(self, ctx: Context, generations: tuple[str, ...]) -> float:
         """Accuracy of the generations on the context's questions (the reward of SEAL's inner loop)."""
         grade = grading.exact_match if self.cfg.metric == Metric.exact_match else grading.f1
-        span = grading.first_sentence if self.cfg.answer_span == AnswerSpan.sentence else grading.first_line
-        answers = [span(g) for g in generations]
+        answers = [self.answer(g) for g in generations]
         return sum(grade(a, q.answer) for a, q in zip(answers, ctx.questions, strict=True)) / len(ctx.questions)
 
 
