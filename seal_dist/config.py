@@ -237,6 +237,53 @@ class InnerConfig:
     eval_batch_size: int = MISSING
 
 
+class Compose(str, Enum):
+    """How a kept self-update becomes part of the model the next one starts from."""
+
+    merge = "merge"  # added into the weights, as the SEAL paper does
+    stack = "stack"  # kept as a PEFT adapter of its own, all of them active together
+
+
+@dataclass
+class AnchorConfig:
+    """Trust anchors: modules that no self-update touches (checked bit for bit after every update)."""
+
+    modules: list[str] = MISSING  # fnmatch patterns of module names ("*.mlp.*")
+    layers: list[list[int]] = MISSING  # [first, last] ranges of layer indices (inclusive)
+
+
+@dataclass
+class ForgettingConfig:
+    """The forgetting guard: probes answered before and after every update, and when it is rolled back."""
+
+    enabled: bool = MISSING  # roll back by the rules below (the probes are measured and reported either way)
+    probes_per_document: int = MISSING  # each document's first questions, held apart as its retention probes
+    tolerance: float = MISSING  # roll back when retention-probe accuracy falls by more than this
+    locality_split: str = MISSING  # the task split whose questions are the locality probes: "train", "heldout", or
+    # "pretraining" (knowledge the tiny model was pretrained on)
+    locality_questions: int = MISSING  # how many (the split's first ones)
+    locality_known: bool = MISSING  # only questions that the unadapted model answers correctly
+    max_changed: float = MISSING  # roll back when more than this fraction of locality answers change
+    shrink_tries: int = MISSING  # before rolling back, scale the update down this many times, re-probing each
+    shrink_factor: float = MISSING  # by this factor each time
+
+
+@dataclass
+class BoundsConfig:
+    """Trust anchors and norm bounds of a LoRA update; each off by its null or empty list."""
+
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    max_module_norm: Optional[float] = MISSING  # bound on each module's ||scale * B @ A||_F, enforced by rescaling
+    max_total_norm: Optional[float] = MISSING  # bound on the whole update's Frobenius norm, likewise
+
+
+@dataclass
+class GuardConfig(BoundsConfig):
+    """Bounds on every self-update (ARCHITECTURE.md "Bounded self-updates"), and the forgetting guard."""
+
+    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
+
+
 @dataclass
 class LearnerConfig:
     top_k: int = MISSING  # self-edits kept per context (ReST-EM E-step)
@@ -244,6 +291,7 @@ class LearnerConfig:
     min_advantage: Optional[float] = MISSING  # keep only rewards above the context's mean reward + this; null: none
     min_reward: Optional[float] = MISSING  # keep only rewards of at least this; null: no threshold
     lora: LoraConfig = field(default_factory=LoraConfig)
+    guard: BoundsConfig = field(default_factory=BoundsConfig)  # on the policy's own adapter, after every update
     lr: float = MISSING
     epochs: int = MISSING
     batch_size: int = MISSING
@@ -283,47 +331,6 @@ class EvalConfig:
     bootstrap: int = MISSING  # resamples of the contexts for the confidence intervals
     bootstrap_seed: int = MISSING
     confidence: float = MISSING  # of the intervals; an ordering is significant where its interval excludes 0
-
-
-class Compose(str, Enum):
-    """How a kept self-update becomes part of the model the next one starts from."""
-
-    merge = "merge"  # added into the weights, as the SEAL paper does
-    stack = "stack"  # kept as a PEFT adapter of its own, all of them active together
-
-
-@dataclass
-class AnchorConfig:
-    """Trust anchors: modules that no self-update touches (checked bit for bit after every update)."""
-
-    modules: list[str] = MISSING  # fnmatch patterns of module names ("*.mlp.*")
-    layers: list[list[int]] = MISSING  # [first, last] ranges of layer indices (inclusive)
-
-
-@dataclass
-class ForgettingConfig:
-    """The forgetting guard: probes answered before and after every update, and when it is rolled back."""
-
-    enabled: bool = MISSING  # roll back by the rules below (the probes are measured and reported either way)
-    probes_per_document: int = MISSING  # each document's first questions, held apart as its retention probes
-    tolerance: float = MISSING  # roll back when retention-probe accuracy falls by more than this
-    locality_split: str = MISSING  # the task split whose questions are the locality probes: "train", "heldout", or
-    # "pretraining" (knowledge the tiny model was pretrained on)
-    locality_questions: int = MISSING  # how many (the split's first ones)
-    locality_known: bool = MISSING  # only questions that the unadapted model answers correctly
-    max_changed: float = MISSING  # roll back when more than this fraction of locality answers change
-    shrink_tries: int = MISSING  # before rolling back, scale the update down this many times, re-probing each
-    shrink_factor: float = MISSING  # by this factor each time
-
-
-@dataclass
-class GuardConfig:
-    """Bounds on every self-update (ARCHITECTURE.md "Bounded self-updates"); each off by its null or false."""
-
-    anchors: AnchorConfig = field(default_factory=AnchorConfig)
-    max_module_norm: Optional[float] = MISSING  # bound on each module's ||scale * B @ A||_F, enforced by rescaling
-    max_total_norm: Optional[float] = MISSING  # bound on the whole update's Frobenius norm, likewise
-    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
 
 
 @dataclass
@@ -415,10 +422,12 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be at least 1")
     if not 0 < cfg.eval.confidence < 1:
         raise UserError(f"eval.confidence must be between 0 and 1, got {cfg.eval.confidence}")
-    g = cfg.guard
-    for key, value in (("guard.max_module_norm", g.max_module_norm), ("guard.max_total_norm", g.max_total_norm)):
+    for key in ("guard.max_module_norm", "guard.max_total_norm", "learner.guard.max_module_norm",
+                "learner.guard.max_total_norm"):
+        value = OmegaConf.select(cfg, key)
         if value is not None and value <= 0:
             raise UserError(f"{key} must be above 0 (or null: no bound), got {value}")
+    g = cfg.guard
     f = g.forgetting
     if not (f.tolerance >= 0 and 0 <= f.max_changed <= 1 and 0 < f.shrink_factor < 1 and f.shrink_tries >= 0
             and f.probes_per_document >= 0):

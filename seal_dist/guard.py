@@ -25,13 +25,14 @@ def anchored(name: str, anchors: AnchorConfig) -> bool:
     return layer is not None and any(first <= int(layer.group(1)) <= last for first, last in anchors.layers)
 
 
-def targets(model: torch.nn.Module, suffixes: list[str], anchors: AnchorConfig) -> tuple[list[str], list[str]]:
+def targets(model: torch.nn.Module, suffixes: list[str], anchors: AnchorConfig,
+            keys: tuple[str, str] = ("guard.anchors", "inner.lora.target_modules")) -> tuple[list[str], list[str]]:
     """The full names of the linear modules that LoRA's target_modules (`suffixes`) name, split into those an
-    update may adapt and the anchored ones."""
+    update may adapt and the anchored ones; `keys` name the two settings in an error."""
     named = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.rpartition(".")[2] in suffixes]
     free = [n for n in named if not anchored(n, anchors)]
     if not free:
-        raise UserError(f"guard.anchors: all {len(named)} modules that inner.lora.target_modules names are anchored: "
+        raise UserError(f"{keys[0]}: all {len(named)} modules that {keys[1]} names are anchored: "
                         "no update could change anything")
     return free, [n for n in named if n not in free]
 

@@ -194,6 +194,7 @@ def round_row(r, version, records, scored, kept, update, heldout_stats, timing) 
         "reward_max": mean(best.values()),  # mean over contexts of the best self-edit's reward
         "baseline_mean": mean({s.context_id: s.baseline for s in scored}.values()),
         "kept": len(kept), "learner_loss": update["loss"] if update else None,
+        "policy_norm": update["norm"] if update else None, "policy_clipped": update["clipped"] if update else None,
         "failed_jobs": sum(1 for rec in records if rec["error"] is not None),
         **heldout_stats, "timing_s": timing,
     }

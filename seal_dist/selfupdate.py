@@ -15,7 +15,7 @@ import torch
 from seal_dist import guard
 from seal_dist.config import Compose, UserError
 from seal_dist.tasks.knowledge.task import Context, KnowledgeTask
-from seal_dist.training import fine_tune, generate, mean_loss
+from seal_dist.training import fine_tune, generate, lora_config, mean_loss
 
 
 def split_questions(doc: Context, probes: int) -> tuple[Context, Context]:
@@ -116,9 +116,7 @@ class SelfUpdater:
     def _open(self, name: str, seed: int) -> list[torch.nn.Parameter]:
         """A fresh LoRA update (B = 0: the model is unchanged) on the free modules, on top of any stacked ones;
         returns its parameters, the only trainable ones."""
-        lora = self.cfg.inner.lora
-        config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=self.free,
-                                 task_type="CAUSAL_LM")
+        config = lora_config(self.cfg.inner.lora, self.free)
         torch.manual_seed(seed)
         if isinstance(self.model, peft.PeftModel):
             self.model.add_adapter(name, config)

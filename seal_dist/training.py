@@ -25,9 +25,10 @@ class Example:
     completion: str  # trained on; an EOS token is appended
 
 
-def lora_config(cfg: "LoraConfig") -> peft.LoraConfig:
+def lora_config(cfg: "LoraConfig", targets: list[str] | None = None) -> peft.LoraConfig:
+    """PEFT's config for cfg; `targets` (full module names) narrows cfg.target_modules to those modules."""
     return peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                           target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+                           target_modules=list(cfg.target_modules) if targets is None else targets, task_type="CAUSAL_LM")
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int,

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from seal_dist import guard, models
 from seal_dist.adapt import adapt
 from seal_dist.config import UserError
+from seal_dist.learner.sft import PolicyTrainer
 from seal_dist.continual import continual, measures
 from seal_dist.selfupdate import accuracies, locality_probes
 from seal_dist.tasks.interface import create
@@ -61,6 +62,16 @@ def test_norms_are_the_frobenius_norm_and_clipping_bounds_them(tiny_model):
     clipped = guard.update_norms(model, "u")
     assert max(clipped.values()) <= 0.5 and guard.total_norm(clipped) <= 1.0
     assert not guard.clip(model, "u", max_module=0.5, max_total=1.0)  # already within: nothing rescaled
+
+
+def test_the_learner_bounds_its_own_policy_update(tmp_path, tiny_model):
+    cfg = compose_config("run_dir=x", "experiment=demo_cpu", "learner.guard.anchors.layers=[[0,0]]",
+                         "learner.guard.max_total_norm=0.01", "learner.epochs=1").learner
+    trainer = PolicyTrainer(tiny_model, "float32", cfg, str(tmp_path), torch_threads=1, seed=0)
+    update = trainer.update([("Passage: a", "1. b"), ("Passage: c", "1. d")], version=1, seed=0)
+    assert update["clipped"] and update["norm"] <= 0.01
+    saved = peft.utils.load_peft_weights(update["path"])
+    assert saved and not any(".layers.0." in key for key in saved)  # the anchored layer has no adapter
 
 
 def test_bounded_adapt_keeps_anchors_bit_identical_and_norms_within_bounds(tmp_path, model_cache):

@@ -7,6 +7,7 @@ from pathlib import Path
 import peft
 import torch
 
+from seal_dist import guard
 from seal_dist.config import LearnerConfig
 from seal_dist.models import load_model, load_tokenizer
 from seal_dist.training import Example, lora_config, train_epochs
@@ -19,7 +20,10 @@ class PolicyTrainer:
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.tokenizer = load_tokenizer(model_path)
         torch.manual_seed(seed)  # the adapter's initialisation: a run is reproducible from its seed
-        self.model = peft.get_peft_model(load_model(model_path, dtype, device), lora_config(cfg.lora))
+        model = load_model(model_path, dtype, device)
+        free, _ = guard.targets(model, list(cfg.lora.target_modules), cfg.guard.anchors,  # no LoRA on an anchor
+                                ("learner.guard.anchors", "learner.lora.target_modules"))
+        self.model = peft.get_peft_model(model, lora_config(cfg.lora, free))
 
     @staticmethod
     def adapter_path(out_dir: str, version: int) -> str:
@@ -42,7 +46,9 @@ class PolicyTrainer:
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total)
         losses = train_epochs(self.model, self.tokenizer, data, optimizer, self.cfg.epochs, self.cfg.batch_size,
                               self.cfg.max_seq_len, seed, schedule)
+        clipped = guard.clip(self.model, "default", self.cfg.guard.max_module_norm, self.cfg.guard.max_total_norm)
         path = self.adapter_path(str(self.out_dir), version)
         self.model.save_pretrained(path)
         last = losses[-steps_per_epoch:]
-        return {"version": version, "path": path, "loss": sum(last) / len(last)}
+        return {"version": version, "path": path, "loss": sum(last) / len(last),
+                "norm": guard.total_norm(guard.update_norms(self.model, "default")), "clipped": clipped}
