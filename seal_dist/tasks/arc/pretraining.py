@@ -16,7 +16,7 @@ from seal_dist.training import Example
 
 
 def random_self_edit(rng: random.Random, cfg: ArcPretrainingConfig) -> SelfEdit:
-    return SelfEdit(**{family: rng.random() < cfg.augmentation_rate for family in FAMILIES},
+    return SelfEdit(**{family: rng.random() < 0.5 for family in FAMILIES},
                     loss_on_all_tokens=STRATEGIES[rng.choice(sorted(STRATEGIES))],
                     learning_rate=rng.choice(list(cfg.learning_rates)), epochs=rng.choice(list(cfg.epochs)))
 
