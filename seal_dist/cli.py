@@ -10,6 +10,7 @@ COMMANDS = {  # name: (Hydra app module, what it does)
     "grid": ("seal_dist.grid", "train + eval for each pretraining x world seed; one table"),
     "adapt": ("seal_dist.adapt", "take in new documents: a self-edit and a bounded LoRA update each"),
     "continual": ("seal_dist.continual", "sequences of self-edits: the forgetting matrix, unbounded vs bounded"),
+    "continual-table": ("seal_dist.continual_table", "a continual sweep's points in one table, mean and sd over cells"),
 }
 
 OWN_OUTPUT = {"adapt": ["hydra.run.dir=.", "hydra.output_subdir=null"]}  # writes only into adapt.output

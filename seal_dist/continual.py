@@ -134,14 +134,20 @@ def heat_maps(matrices: dict[str, np.ndarray], path: Path) -> None:
     plt.close(fig)
 
 
+MEASURES = ("retention", "backward_transfer", "new_document_accuracy", "locality", "max_norm", "clipped", "rejected")
+
+
+def formatted(row: dict) -> list[str]:
+    """A row's measures as table cells, `mean ± sd`."""
+    return ["-" if row[k]["mean"] is None else f"{row[k]['mean']:.3f} ± {row[k]['sd']:.3f}" for k in MEASURES]
+
+
 def print_table(console: Console, result: dict, out: Path) -> None:
     table = Table(title="continual self-edits (mean ± sd over sequences)")
-    keys = ("retention", "backward_transfer", "new_document_accuracy", "locality", "max_norm", "clipped", "rejected")
-    table.add_column("arm")
-    for key in keys:
-        table.add_column(key.replace("_", " "))
+    for column in ("arm", *(m.replace("_", " ") for m in MEASURES)):
+        table.add_column(column)
     for arm, r in result.items():
-        table.add_row(arm, *("-" if r[k]["mean"] is None else f"{r[k]['mean']:.3f} ± {r[k]['sd']:.3f}" for k in keys))
+        table.add_row(arm, *formatted(r))
     console.print(table)
     console.print(f"written: {out / 'continual.json'}, {out / 'continual.png'}")
 

@@ -15,7 +15,7 @@ import torch
 from seal_dist import guard
 from seal_dist.config import Compose, UserError
 from seal_dist.tasks.knowledge.task import Context, KnowledgeTask
-from seal_dist.training import fine_tune, generate, lora_config, mean_loss
+from seal_dist.training import fine_tune, generate, lora_config, mean_loss, train_only
 
 
 def split_questions(doc: Context, probes: int) -> tuple[Context, Context]:
@@ -123,12 +123,7 @@ class SelfUpdater:
         else:
             self.model = peft.get_peft_model(self.model, config, adapter_name=name)
         self.model.base_model.set_adapter([*self.stacked, name])
-        params = []
-        for param_name, p in self.model.named_parameters():
-            p.requires_grad_(f".{name}." in param_name)
-            if p.requires_grad:
-                params.append(p)
-        return params
+        return train_only(self.model, name)
 
     def _close(self, name: str, keep: bool) -> None:
         """Keeps the open update (merged into the weights, or stacked), or removes it: the model is then

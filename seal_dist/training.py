@@ -31,6 +31,16 @@ def lora_config(cfg: "LoraConfig", targets: list[str] | None = None) -> peft.Lor
                            target_modules=list(cfg.target_modules) if targets is None else targets, task_type="CAUSAL_LM")
 
 
+def train_only(model: torch.nn.Module, adapter: str) -> list[torch.nn.Parameter]:
+    """Makes the named PEFT adapter's parameters the model's only trainable ones; returns them."""
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(f".{adapter}." in name)
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
 def encode(tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int,
            loss_on_prompt: bool = False) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 on the prompt unless loss_on_prompt), truncated to max_len."""

@@ -13,7 +13,8 @@ from seal_dist import guard, models
 from seal_dist.adapt import adapt
 from seal_dist.config import UserError
 from seal_dist.learner.sft import PolicyTrainer
-from seal_dist.continual import continual, measures
+from seal_dist.continual import MEASURES, continual, measures
+from seal_dist.continual_table import read_points, summarize
 from seal_dist.selfupdate import accuracies, locality_probes
 from seal_dist.tasks.interface import create
 from tests.conftest import compose_config, fast_config
@@ -191,3 +192,22 @@ def test_continual_writes_both_arms_matrices(tmp_path, model_cache):
         assert len(mean) == 3 and all(len(row) == 2 for row in mean)
         assert mean[1][1] is None and mean[2][1] is not None  # lower triangle only
         assert result[arm]["locality"]["mean"] is not None
+
+
+def test_continual_table_groups_a_sweep_by_setting(tmp_path):
+    def point(n: int, overrides: list[str], retention: float) -> None:
+        (tmp_path / str(n) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(n) / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        arm = {key: {"mean": retention, "sd": 0.0} for key in MEASURES}
+        (tmp_path / str(n) / "continual.json").write_text(json.dumps({"unbounded": arm, "bounded": arm}))
+
+    point(0, ["model.tiny.seed=0", "task.world.seed=1000", "guard.forgetting.max_changed=0.05"], 0.2)
+    point(1, ["model.tiny.seed=1", "task.world.seed=1000", "guard.forgetting.max_changed=0.05"], 0.6)
+    point(2, ["model.tiny.seed=0", "task.world.seed=1000", "guard.forgetting.max_changed=1.0"], 0.1)
+    rows = summarize(read_points(tmp_path))
+    strict = [r for r in rows if r["setting"] == "guard.forgetting.max_changed=0.05"]
+    assert [r["arm"] for r in strict] == ["unbounded", "bounded"] and strict[0]["cells"] == 2
+    assert strict[1]["retention"] == pytest.approx({"mean": 0.4, "sd": 0.2})
+    assert len(rows) == 4
+    with pytest.raises(UserError, match="no point of a continual sweep"):
+        read_points(tmp_path / "0")

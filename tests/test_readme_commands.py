@@ -212,6 +212,12 @@ def compose_grid(user: User, words: list[str]) -> None:
     compose(user, ["seal-dist", "train", *overrides])
 
 
+def compose_sweep_point(user: User, words: list[str]) -> None:
+    """A sweep's first point composes (`-m` dropped, each swept value list cut to its first value)."""
+    point = [w.split(",")[0] if "=" in w else w for w in words if w not in ("-m", "--multirun")]
+    compose(user, [w for w in point if not w.startswith("hydra.sweep.")])
+
+
 def check_pip_install(user: User, words: list[str]) -> None:
     """The extras named (`.[gpu]`) are the project's, and pinned packages are at the installed versions."""
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -245,6 +251,10 @@ NOT_RUN = {  # first words: (why the command is not run here, the cheaper check 
     ("seal-dist", "eval", "experiment=arc_paper"): ("likewise", compose),
     ("seal-dist", "grid", "grids/arc"): ("6 cells of `make demo-arc`; the knowledge grid's command runs a short cell",
                                         compose_grid),
+    ("seal-dist", "continual", "-m"): ("18 points, about 50 minutes on a 2-core machine; the command without -m "
+                                      "runs short here", compose_sweep_point),
+    ("seal-dist", "continual-table"): ("reads that sweep's folder; tests/test_guard.py runs it on a hand-built "
+                                       "sweep", None),
     ("make", "test"): ("the test suite, this test included", None),
     ("pip", "install"): ("needs the network, and CUDA for .[gpu]", check_pip_install),
     ("ray", "up"): ("starts AWS machines; tests/test_cluster_entry.py runs Ray's checks on cluster.yaml", None),

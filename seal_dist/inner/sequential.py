@@ -11,7 +11,7 @@ import torch
 
 from seal_dist.inner.engine import check_policy
 from seal_dist.inner.job import InnerJob, InnerResult, failed
-from seal_dist.training import fine_tune, generate, lora_config, mean_loss
+from seal_dist.training import fine_tune, generate, lora_config, mean_loss, train_only
 
 if TYPE_CHECKING:
     from seal_dist.config import InnerConfig
@@ -43,12 +43,7 @@ class SequentialEngine:
                 module.reset_lora_parameters(INNER, init_lora_weights=True)
         active = [INNER, POLICY] if POLICY in self.model.peft_config else [INNER]
         self.model.base_model.set_adapter(active)
-        params = []
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(f".{INNER}." in name)
-            if p.requires_grad:
-                params.append(p)
-        return params
+        return train_only(self.model, INNER)
 
     def run(self, jobs: list[InnerJob]) -> list[InnerResult]:
         check_policy(jobs, self.policy_version)
