@@ -63,13 +63,12 @@ class SelfUpdater:
                         self.cfg.adapt.temperature, self.cfg.sampler.top_p)[0]
 
     def step(self, doc: Context, index: int, seed: int, save_to: Path | None) -> dict:
-        """Takes in one document: its report record. A kept update's adapter is written to save_to first."""
+        """Takes in one document: its report record. The document itself is always one of the update's training
+        sequences (an empty self-edit trains on it alone). A kept update's adapter is written to save_to first."""
         self_edit = self.write_self_edit(doc, seed)
         job = self.task.make_job(doc.id, doc, self_edit, 0, seed)
         record = {"index": index, "document": doc.id, "title": doc.title, "self_edit": self_edit,
                   "sequences": [ex.completion for ex in job.examples]}
-        if not job.examples:
-            return {**record, "decision": "rejected", "reason": "the self-edit yields no training sequence"}
         before, own_before = self._probes(), self._own_probes(doc)
         name = f"update-{index:03d}"
         params = self._open(name, seed)

@@ -106,6 +106,15 @@ def test_a_rolled_back_update_leaves_the_model_exactly_as_it_was(tmp_path, model
     assert len((tmp_path / "out" / "report.jsonl").read_text().splitlines()) == 2  # every rejection is reported
 
 
+def test_an_update_whose_loss_diverges_is_rolled_back(tmp_path, model_cache):
+    cfg = adapt_config(tmp_path, model_cache, 1, "inner.lr=1e30", "inner.epochs=3", "adapt.save_merged=true")
+    before = models.load_model(models.resolve_path(cfg.model, create(cfg)), "float32", "cpu")
+    (record,) = adapt(cfg)
+    assert record["decision"] == "rejected" and record["reason"] == "non-finite training loss"
+    after = models.load_model(str(tmp_path / "out" / "model"), "float32", "cpu")
+    assert guard.fingerprint(after, None) == guard.fingerprint(before, None)
+
+
 def test_adapt_continues_an_interrupted_sequence_where_it_stopped(tmp_path, model_cache):
     full = adapt(adapt_config(tmp_path, model_cache, 3, output="full"))
     out = tmp_path / "full"
