@@ -25,14 +25,18 @@ CELL_KEYS = ("model.tiny.seed", "task.world.seed")  # what varies between the ce
 
 
 def read_points(folder: Path) -> dict[str, list[dict]]:
-    """Each setting (its overrides other than the cell keys) and the continual.json of each of its cells."""
-    settings = defaultdict(list)
+    """Each setting (the overrides that differ between the sweep's points, other than the cell keys) and the
+    continual.json of each of its cells."""
+    points = []
     for point in sorted(p for p in folder.iterdir() if (p / "continual.json").is_file()):
         overrides = yaml.safe_load((point / ".hydra" / "overrides.yaml").read_text())
-        setting = " ".join(o for o in overrides if o.split("=", 1)[0] not in CELL_KEYS)
-        settings[setting].append(json.loads((point / "continual.json").read_text()))
-    if not settings:
+        points.append((dict(o.split("=", 1) for o in overrides), json.loads((point / "continual.json").read_text())))
+    if not points:
         raise UserError(f"{folder}: no point of a continual sweep (no <n>/continual.json)")
+    swept = [k for k in points[0][0] if k not in CELL_KEYS and len({o.get(k) for o, _ in points}) > 1]
+    settings = defaultdict(list)
+    for overrides, result in points:
+        settings[" ".join(f"{k}={overrides[k]}" for k in swept) or "(one setting)"].append(result)
     return settings
 
 
