@@ -1,4 +1,4 @@
-"""The `seal-dist` console script: `seal-dist {train,eval,grid,adapt,continual,continual-table} [arguments...]`, and its command list."""
+"""The `seal-dist` console script, `seal-dist <command> [arguments...]`, and its command list."""
 
 import argparse
 import importlib
