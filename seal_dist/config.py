@@ -143,7 +143,6 @@ class ArcPretrainingConfig:
 
     world: GridWorldConfig = field(default_factory=GridWorldConfig)  # its tasks are solved in the corpus
     self_edits: int = MISSING  # self-edit prompts, each followed by a random configuration: the round-0 policy
-    augmentation_rate: float = MISSING  # the chance that each augmentation switch is on in such a configuration
     learning_rates: list[float] = MISSING  # those configurations' learning rates, drawn uniformly
     epochs: list[int] = MISSING  # and epochs
 
