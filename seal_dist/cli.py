@@ -13,7 +13,7 @@ COMMANDS = {  # name: (Hydra app module, what it does)
     "continual-table": ("seal_dist.continual_table", "a continual sweep's points in one table, mean and sd over cells"),
 }
 
-OWN_OUTPUT = {"adapt": ["hydra.run.dir=.", "hydra.output_subdir=null"]}  # writes only into adapt.output
+OWN_OUTPUT = {"adapt": ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none"]}  # writes only into adapt.output
 
 
 def main() -> None:

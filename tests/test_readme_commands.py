@@ -137,6 +137,7 @@ def adapt(user: User, words: list[str]) -> None:
     short = [*words, *(w.format(cache=user.model_cache) for w in SHORT_ADAPT)]
     proc = user.run(short, timeout=600)
     assert proc.returncode == 0 and "report:" in proc.stdout, output(proc)
+    assert not (user.root / "adapt.log").exists()  # it writes into adapt.output only
     out = user.root / next(w.split("=", 1)[1] for w in words if w.startswith("adapt.output="))
     docs = user.root / next(w.split("=", 1)[1] for w in words if w.startswith("adapt.documents="))
     report = [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
