@@ -14,7 +14,6 @@ Output folder (each document's results are written before the next starts; `adap
 """
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from rich.table import Table
 
 from seal_dist import config, models
 from seal_dist.config import UserError
-from seal_dist.rundir import RunDir
+from seal_dist.rundir import RunDir, write_atomic
 from seal_dist.selfupdate import SelfUpdater, check_lengths, locality_probes
 from seal_dist.tasks.interface import create
 from seal_dist.tasks.knowledge.task import Context, KnowledgeTask, load_file
@@ -110,7 +109,7 @@ class OutputDir:
             return []
         count = json.loads(self.state.read_text())["done"]
         records = [json.loads(line) for line in self.report.read_text().splitlines()][:count]
-        self._write(self.report, "".join(json.dumps(r) + "\n" for r in records))
+        write_atomic(self.report, "".join(json.dumps(r) + "\n" for r in records))
         for folder in self.updates.iterdir():
             if not folder.name.isdigit() or int(folder.name) >= count:
                 shutil.rmtree(folder)
@@ -122,7 +121,7 @@ class OutputDir:
     def commit(self, record: dict) -> None:
         with self.report.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        self._write(self.state, json.dumps({"done": record["index"] + 1}))
+        write_atomic(self.state, json.dumps({"done": record["index"] + 1}))
 
     def save_merged(self, model, tokenizer) -> None:
         tmp, final = self.root / "model.tmp", self.root / "model"
@@ -131,12 +130,6 @@ class OutputDir:
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-
-    @staticmethod
-    def _write(path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
 
 
 def adapt(cfg: DictConfig) -> list[dict]:
@@ -156,7 +149,7 @@ def adapt(cfg: DictConfig) -> list[dict]:
     for record in records:
         if record["decision"] != "rejected":
             updater.load_kept(docs[record["index"]], out.update_dir(record["index"]))
-    (out.root / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(out.root / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     console = Console()
     for i in range(len(records), len(docs)):
         record = updater.step(docs[i], i, a.seed + i, out.update_dir(i))

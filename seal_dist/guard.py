@@ -101,13 +101,15 @@ class Probes:
     locality: tuple[str, ...]  # the answers to the locality questions
 
 
-def forgetting(before: Probes, after: Probes, reference: tuple[str, ...], cfg: ForgettingConfig) -> tuple[float, str | None]:
-    """The fraction of locality answers that differ from the reference (the unadapted model's), and why the
-    update must be rolled back under the guard's rule (None: it may be kept, or the guard is off)."""
+def forgetting(retention_before: float | None, after: Probes, reference: tuple[str, ...],
+               cfg: ForgettingConfig) -> tuple[float, str | None]:
+    """The fraction of locality answers after the update that differ from the reference (the unadapted
+    model's), and why the update must be rolled back under the guard's rule (None: it may be kept, or the guard
+    is off)."""
     changed = sum(a != r for a, r in zip(after.locality, reference, strict=True)) / max(len(reference), 1)
     reasons = []
-    if before.retention is not None and before.retention - after.retention > cfg.tolerance:
-        reasons.append(f"retention fell from {before.retention:.3f} to {after.retention:.3f} "
+    if retention_before is not None and retention_before - after.retention > cfg.tolerance:
+        reasons.append(f"retention fell from {retention_before:.3f} to {after.retention:.3f} "
                        f"(tolerance {cfg.tolerance})")
     if changed > cfg.max_changed:
         reasons.append(f"{changed:.0%} of locality answers changed (at most {cfg.max_changed:.0%})")

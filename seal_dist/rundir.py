@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from seal_dist.config import UserError
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replaces the file's text in one step (a kill leaves the old text or the new, never part of it)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -41,7 +42,7 @@ class RunDir:
         return cls(root)
 
     def save_config(self, cfg: DictConfig) -> None:
-        _write_atomic(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+        write_atomic(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
 
     def append_results(self, records: list[dict]) -> None:
         with self.results_path.open("a") as f:
@@ -62,7 +63,7 @@ class RunDir:
             except json.JSONDecodeError:
                 continue
         if text and not text.endswith("\n"):
-            _write_atomic(self.results_path, "".join(json.dumps(r) + "\n" for r in records))
+            write_atomic(self.results_path, "".join(json.dumps(r) + "\n" for r in records))
         return records
 
     def samples_path(self, round_: int) -> Path:
@@ -71,7 +72,7 @@ class RunDir:
     def save_samples(self, round_: int, samples: dict) -> None:
         path = self.samples_path(round_)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps(samples, indent=1))
+        write_atomic(path, json.dumps(samples, indent=1))
 
     def load_samples(self, round_: int) -> dict | None:
         path = self.samples_path(round_)
@@ -81,10 +82,10 @@ class RunDir:
         return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {"rounds": []}
 
     def save_summary(self, summary: dict) -> None:
-        _write_atomic(self.summary_path, json.dumps(summary, indent=2))
+        write_atomic(self.summary_path, json.dumps(summary, indent=2))
 
     def checkpoint(self) -> dict | None:
         return json.loads(self.checkpoint_path.read_text()) if self.checkpoint_path.exists() else None
 
     def save_checkpoint(self, state: dict) -> None:
-        _write_atomic(self.checkpoint_path, json.dumps(state, indent=2))
+        write_atomic(self.checkpoint_path, json.dumps(state, indent=2))

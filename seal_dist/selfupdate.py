@@ -52,10 +52,11 @@ class SelfUpdater:
         return tuple(self.task.answer(a) for a in generate(self.model, self.tokenizer, prompts, self.task.cfg.max_answer_tokens,
                                                  self.cfg.inner.eval_batch_size, 0.0, 1.0))
 
-    def _probes(self) -> guard.Probes:
+    def _retention(self) -> float | None:
+        """The mean accuracy on the retention probes of the documents taken in so far (None: there are none)."""
         probes = [split_questions(d, self.cfg.guard.forgetting.probes_per_document)[0] for d in self.learned]
         scores = [s for s in self.answer(probes) if not math.isnan(s)]
-        return guard.Probes(sum(scores) / len(scores) if scores else None, self._locality_answers())
+        return sum(scores) / len(scores) if scores else None
 
     def write_self_edit(self, doc: Context, seed: int) -> str:
         torch.manual_seed(seed)
@@ -69,7 +70,7 @@ class SelfUpdater:
         job = self.task.make_job(doc.id, doc, self_edit, 0, seed)
         record = {"index": index, "document": doc.id, "title": doc.title, "self_edit": self_edit,
                   "sequences": [ex.completion for ex in job.examples]}
-        before, own_before = self._probes(), self._own_probes(doc)
+        retention_before, own_before = self._retention(), self._own_probes(doc)
         name = f"update-{index:03d}"
         params = self._open(name, seed)
         examples, loss_on_prompt = list(job.examples), job.loss_on_prompt
@@ -84,20 +85,20 @@ class SelfUpdater:
         clipped = guard.clip(self.model, name, self.cfg.guard.max_module_norm, self.cfg.guard.max_total_norm)
         rule, scale = self.cfg.guard.forgetting, 1.0
         for attempt in range(rule.shrink_tries + 1):  # the largest scale of the update that forgets within bounds
-            after, own_after = self._probes(), self._own_probes(doc)
-            changed, reason = guard.forgetting(before, after, self.reference, rule)
+            after = guard.Probes(self._retention(), self._locality_answers())
+            changed, reason = guard.forgetting(retention_before, after, self.reference, rule)
             if reason is None or attempt == rule.shrink_tries:
                 break
             guard.scale(self.model, name, rule.shrink_factor)
             scale *= rule.shrink_factor
-        keep = reason is None
+        keep, own_after = reason is None, self._own_probes(doc)
         norms = guard.update_norms(self.model, name)
         decision = "rejected" if not keep else "shrunk" if scale < 1.0 else "clipped" if clipped else "kept"
         record |= {
             "loss_after": mean_loss(self.model, self.tokenizer, examples, self.cfg.inner.max_seq_len, loss_on_prompt),
             "norm_total": guard.total_norm(norms), "norm_max_module": max(norms.values()),
             "norm_total_unclipped": guard.total_norm(raw), "norm_max_module_unclipped": max(raw.values()),
-            "retention_before": before.retention, "retention_after": after.retention,
+            "retention_before": retention_before, "retention_after": after.retention,
             "own_probes_before": own_before, "own_probes_after": own_after, "locality_changed": changed,
             "scale": scale, "decision": decision, "reason": reason,
         }
