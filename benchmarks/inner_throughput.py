@@ -47,7 +47,8 @@ def main() -> None:
         for workers in sorted({1, args.workers}):
             cfg.inner.num_workers = workers
             pool = InnerPool(cfg.inner, model_path, cfg.model.dtype, cfg.task.max_answer_tokens,
-                             cfg.resources.torch_threads, tempfile.mkdtemp(prefix="seal-bench-"), max_failures=0)
+                             cfg.resources.torch_threads, tempfile.mkdtemp(prefix="seal-bench-"), max_failures=0,
+                             resources={})
             list(pool.run([replace(j, job_id=f"warm-{j.job_id}") for j in jobs[:workers]], lambda _: None))
             start = time.perf_counter()
             list(pool.run(jobs, lambda _: None))

@@ -8,11 +8,12 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig
 
-from seal_dist.config import Engine, ResourcesConfig
+from seal_dist.config import ResourcesConfig, UserError
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
 from seal_dist.learner.sft import PolicyTrainer
-from seal_dist.sampling.engines import HFEngine, VLLMEngine
+from seal_dist.sampling.pool import SamplerPool
+from seal_dist.sampling.screen import Sample
 
 
 @contextlib.contextmanager
@@ -33,24 +34,21 @@ def ray_cluster(cfg: ResourcesConfig) -> Iterator[None]:
 
 class Components:
     def __init__(self, cfg: DictConfig, model_path: str, policy_dir: str | None):
-        """Starts the sampler engines, the inner-loop pool and, given a policy_dir, the learner."""
-        threads, dtype = cfg.resources.torch_threads, cfg.model.dtype
-        self.engines = [self.start_engine(cfg, model_path) for _ in range(cfg.sampler.num_engines)]
+        """Starts the sampler engines, the inner-loop pool and, given a policy_dir, the learner, each on the
+        nodes that have its `resources.placement` resources."""
+        threads, dtype, placement = cfg.resources.torch_threads, cfg.model.dtype, cfg.resources.placement
+        nodes = sum(node["Alive"] for node in ray.nodes())
+        if nodes > 1 and cfg.resources.train_storage is None:
+            raise UserError(f"the Ray cluster has {nodes} nodes: set resources.train_storage to storage every node "
+                            "reaches (s3://bucket/path or a shared mount), where Ray Train keeps its run state")
+        self.sampler = SamplerPool(cfg, model_path)
         self.learner = None if policy_dir is None else ray.remote(PolicyTrainer).options(
-            num_gpus=cfg.learner.num_gpus, num_cpus=1
+            num_gpus=cfg.learner.num_gpus, num_cpus=1, resources=dict(placement.learner)
         ).remote(model_path, dtype, cfg.learner, policy_dir, threads, cfg.seed)
         storage = cfg.resources.train_storage or str(Path(cfg.run_dir).resolve() / "ray_train")
         self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads, storage,
-                              max_failures=cfg.inner.max_failures)
-        self.adapter: tuple[int, str] | None = None
+                              max_failures=cfg.inner.max_failures, resources=dict(placement.inner))
 
-    @staticmethod
-    def start_engine(cfg: DictConfig, model_path: str) -> ray.actor.ActorHandle:
-        """One sampler engine (vLLM or transformers) as a Ray actor."""
-        engine = {Engine.vllm: VLLMEngine, Engine.hf: HFEngine}[cfg.sampler.engine]
-        return ray.remote(engine).options(
-            num_gpus=cfg.sampler.gpus_per_engine, num_cpus=1, runtime_env={"env_vars": dict(cfg.sampler.env_vars)}
-        ).remote(model_path, cfg.sampler, cfg.model.dtype, cfg.resources.torch_threads)
 
     @classmethod
     def start(cls, cfg: DictConfig, model_path: str, policy_dir: str, version: int, adapter_path: str | None):
@@ -63,21 +61,11 @@ class Components:
     def publish(self, version: int, adapter_path: str | None) -> None:
         """Makes `version` the policy that samples self-edits and that inner-loop jobs update."""
         self.pool.publish_policy(version, adapter_path)
-        self.use_sampler_policy(version, adapter_path)
+        self.sampler.use_policy(version, adapter_path)
 
-    def use_sampler_policy(self, version: int, adapter_path: str | None) -> None:
-        """Makes `version` the policy that samples self-edits (older adapters are unloaded)."""
-        self.adapter = None if adapter_path is None else (version, adapter_path)
-        ray.get([e.drop_adapters.remote(version) for e in self.engines])
-
-    def sample(self, prompts: list[str], n: int, temperature: float, seed: int) -> list[list[str]]:
-        """n self-edits per prompt, the prompts split evenly over the engines."""
-        shards = [prompts[i :: len(self.engines)] for i in range(len(self.engines))]
-        outs = ray.get([e.generate.remote(s, n, temperature, seed, self.adapter) for e, s in zip(self.engines, shards)])
-        merged = [None] * len(prompts)
-        for i, out in enumerate(outs):
-            merged[i :: len(self.engines)] = out
-        return merged
+    def sample(self, prompts: list[str], n: int, temperature: float, seed: int) -> list[list[Sample]]:
+        """n self-edits per prompt from the current policy (see SamplerPool.sample)."""
+        return self.sampler.sample(prompts, n, temperature, seed)
 
     def run_jobs(self, jobs: list[InnerJob], on_progress: Callable[[int], None]) -> Iterator[list[InnerResult]]:
         return self.pool.run(jobs, on_progress)
@@ -90,5 +78,6 @@ class Components:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
-        for handle in (*self.engines, *([self.learner] if self.learner else [])):
-            ray.kill(handle)
+        self.sampler.shutdown()
+        if self.learner is not None:
+            ray.kill(self.learner)

@@ -90,6 +90,7 @@ class KnowledgeTaskConfig:
     metric: Metric = MISSING
     answer_span: AnswerSpan = MISSING
     max_answer_tokens: int = MISSING
+    max_sequences: Optional[int] = MISSING  # the first this many of a self-edit's sequences train; null: all
     pretraining: KnowledgePretrainingConfig = field(default_factory=KnowledgePretrainingConfig)
 
 
@@ -209,6 +210,7 @@ class SamplerConfig:
     max_tokens: int = MISSING
     heldout_temperature: float = MISSING  # sampling of the held-out self-edits
     parse_tries: int = MISSING  # a self-edit that does not parse is resampled, up to this many samples in all
+    max_restarts: int = MISSING  # Ray restarts of an engine that dies (or calls lost to its errors) before the run fails
     # vLLM: each prompt samples from a seed of its own (the seed mixed with the prompt's hash); false: every prompt
     # from the same seed, so prompts whose samples hardly depend on them (ARC's configurations) get the same ones
     seed_per_prompt: bool = MISSING
@@ -225,6 +227,7 @@ class InnerConfig:
     num_workers: int = MISSING
     use_gpu: bool = MISSING
     max_failures: int = MISSING  # worker-group restarts before the run fails (leased jobs are redone)
+    job_retries: int = MISSING  # runs again of a job that failed (raised, a non-finite loss, its worker died)
     repeats: int = MISSING  # S inner runs per self-edit, scores averaged
     lora: LoraConfig = field(default_factory=LoraConfig)
     lr: float = MISSING  # where the self-edit does not set it
@@ -299,12 +302,23 @@ class LearnerConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Custom Ray resources each part asks for besides its CPUs and GPUs, e.g. {sampler_node: 0.01}: it runs
+    on a node that advertises them (`ray start --resources`, cluster.yaml's node types); {}: anywhere."""
+
+    sampler: dict[str, float] = MISSING
+    inner: dict[str, float] = MISSING  # per inner-loop worker
+    learner: dict[str, float] = MISSING
+
+
+@dataclass
 class ResourcesConfig:
     address: Optional[str] = MISSING  # null: start a local Ray cluster; "auto": join the running one
     num_cpus: Optional[int] = MISSING  # local cluster only
     num_gpus: Optional[int] = MISSING  # local cluster only; logical GPUs are allowed
     torch_threads: int = MISSING  # per actor / worker
     train_storage: Optional[str] = MISSING  # Ray Train's storage (shared on multi-node clusters); null: the run dir
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
 @dataclass
@@ -419,6 +433,9 @@ def validate(cfg: DictConfig) -> None:
                 "sampler.parse_tries"):
         if OmegaConf.select(cfg, key) < 1:
             raise UserError(f"{key} must be at least 1")
+    for key in ("sampler.max_restarts", "inner.job_retries"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise UserError(f"{key} must be at least 0, got {OmegaConf.select(cfg, key)}")
     if not 0 < cfg.eval.confidence < 1:
         raise UserError(f"eval.confidence must be between 0 and 1, got {cfg.eval.confidence}")
     for key in ("guard.max_module_norm", "guard.max_total_norm", "learner.guard.max_module_norm",

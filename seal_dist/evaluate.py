@@ -25,6 +25,7 @@ from seal_dist.cluster import Components, ray_cluster
 from seal_dist.config import UserError, to_container
 from seal_dist.loop import parse_error, run_jobs, sample_self_edits, succeeded
 from seal_dist.rundir import RunDir
+from seal_dist.sampling import screen
 from seal_dist.tasks.interface import Condition, Task, create
 from seal_dist.tracking import Tracker
 from seal_dist.train import CONF_DIR
@@ -51,10 +52,11 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         try:
             conditions = list(before)
             for name, version, path in compared:
-                parts.use_sampler_policy(version, path)
+                parts.sampler.use_policy(version, path)
                 tracker.phase(None, f"sampling self-edits: {name}", 1)
-                edits = sample_self_edits(parts, task, contexts, cfg.eval.samples, cfg.eval.temperature, cfg.seed,
-                                          cfg.sampler.parse_tries)
+                samples = sample_self_edits(parts, task, contexts, cfg.eval.samples, cfg.eval.temperature, cfg.seed,
+                                            cfg.sampler.parse_tries)
+                edits, _ = screen.cleaned(samples, {c.id: task.prompt(c) for c in contexts}, task.parse_failure)
                 conditions.append(Condition(name, edits))
             conditions += after
             jobs = eval_jobs(task, contexts, conditions, cfg.eval.seeds)

@@ -20,6 +20,8 @@ from seal_dist.config import to_container
 from seal_dist.inner.job import InnerJob
 from seal_dist.learner import rest_em
 from seal_dist.rundir import RunDir
+from seal_dist.sampling import screen
+from seal_dist.sampling.screen import Sample
 from seal_dist.tasks.interface import Task, create
 from seal_dist.tracking import Tracker
 
@@ -44,14 +46,15 @@ def train(cfg: DictConfig) -> dict:
                 samples = run.load_samples(r)  # a resumed round keeps the self-edits it already scored
                 if samples is None:
                     samples = sample_round(parts, task, contexts, heldout, cfg, r, tracker)
-                    run.save_samples(r, samples)
+                    run.save_samples(r, samples)  # as the model wrote them
+                edits, bad_output = screened(task, contexts, heldout, samples)
                 timing.lap("sample")
-                jobs = round_jobs(task, contexts, heldout, samples, r, version, cfg)
+                jobs = round_jobs(task, contexts, heldout, edits, r, version, cfg)
                 records += run_jobs(parts, task, by_id, run, tracker, jobs, records, r)
                 mine = [rec for rec in records if rec["round"] == r]
                 timing.lap("inner")
                 if final:
-                    summary["final"] = {"policy_version": version, **heldout_accuracy(mine)}
+                    summary["final"] = {"policy_version": version, **heldout_accuracy(mine), **bad_output}
                     tracker.log_final(summary["final"])
                 else:
                     scored = score_self_edits(mine, {c.id: task.prompt(c) for c in contexts})
@@ -63,7 +66,8 @@ def train(cfg: DictConfig) -> dict:
                         state = {"round": r, "policy_version": update["version"], "policy_path": update["path"]}
                         parts.publish(update["version"], update["path"])
                     timing.lap("learn")
-                    row = round_row(r, version, mine, scored, kept, update, heldout_accuracy(mine), timing.laps)
+                    row = round_row(r, version, mine, scored, kept, update, {**heldout_accuracy(mine), **bad_output},
+                                    timing.laps)
                     summary["rounds"].append(row)
                     tracker.log_round(row, [vars(s) for s in scored])
                 run.save_summary(summary)
@@ -102,13 +106,13 @@ def sample_round(parts: Components, task: Task, contexts, heldout, cfg: DictConf
 
 
 def sample_self_edits(parts: Components, task: Task, contexts: list, n: int, temperature: float, seed: int,
-                      tries: int) -> dict[str, list[str]]:
-    """n self-edits per context; one that does not parse is sampled again, up to `tries` samples in all (the
-    last one is kept either way: its job trains nothing and its record says why)."""
-    edits = dict(zip([c.id for c in contexts], parts.sample([task.prompt(c) for c in contexts], n, temperature, seed)))
+                      tries: int) -> dict[str, list[Sample]]:
+    """n self-edits per context, as sampled; one that does not parse is sampled again, up to `tries` samples
+    in all (the last one is kept either way: its job trains nothing and its record says why)."""
     prompts = {c.id: task.prompt(c) for c in contexts}
+    edits = dict(zip(prompts, parts.sample(list(prompts.values()), n, temperature, seed)))
     for attempt in range(1, tries):
-        bad = [(cid, k) for cid, es in edits.items() for k, e in enumerate(es) if task.parse_failure(e)]
+        bad = [(cid, k) for cid, es in edits.items() for k, e in enumerate(es) if task.parse_failure(screen.clean(e.text))]
         if not bad:
             break
         again = parts.sample([prompts[cid] for cid, _ in bad], 1, temperature, seed + 7919 * attempt)
@@ -117,7 +121,17 @@ def sample_self_edits(parts: Components, task: Task, contexts: list, n: int, tem
     return edits
 
 
-def round_jobs(task, contexts, heldout, samples, r, version, cfg) -> list[tuple[InnerJob, dict]]:
+def screened(task: Task, contexts, heldout, samples: dict) -> tuple[dict, dict[str, float]]:
+    """The round's self-edits as clean texts, per split, and the rate of each kind of bad output (see
+    sampling.screen)."""
+    edits, flags = {}, []
+    for split, ctxs in (("train", contexts), ("heldout", heldout)):
+        edits[split], split_flags = screen.cleaned(samples[split], {c.id: task.prompt(c) for c in ctxs}, task.parse_failure)
+        flags += split_flags
+    return edits, screen.rates(flags)
+
+
+def round_jobs(task, contexts, heldout, edits, r, version, cfg) -> list[tuple[InnerJob, dict]]:
     """A baseline job per context, S jobs per training self-edit, S jobs per held-out self-edit."""
     jobs = []
 
@@ -131,7 +145,7 @@ def round_jobs(task, contexts, heldout, samples, r, version, cfg) -> list[tuple[
     for split, ctxs in (("train", contexts), ("heldout", heldout)):
         for ctx in ctxs:
             add(split, ctx, -1, 0, None)  # the baseline: greedy, so computed once
-            for k, edit in enumerate(samples[split][ctx.id]):
+            for k, edit in enumerate(edits[split][ctx.id]):
                 for repeat in range(cfg.inner.repeats):
                     add(split, ctx, k, repeat, edit)
     return jobs
@@ -154,7 +168,7 @@ def run_jobs(parts: Components, task: Task, contexts: dict, run: RunDir, tracker
         for res in results:
             job, meta = todo[res.job_id]
             reward = None if res.error else task.score(contexts[meta["context_id"]], res.generations)
-            batch.append({**meta, "job_id": res.job_id, "reward": reward, "error": res.error,
+            batch.append({**meta, "job_id": res.job_id, "reward": reward, "error": res.error, "attempts": res.attempts,
                           "generations": list(res.generations), "loss_before": res.loss_before,
                           "loss_after": res.loss_after, "train_s": res.train_s, "eval_s": res.eval_s, "worker": res.worker})
         run.append_results(batch)
@@ -184,7 +198,7 @@ def heldout_accuracy(records: list[dict]) -> dict:
             "heldout_accuracy": mean(rec["reward"] for rec in held if rec["sample"] >= 0)}
 
 
-def round_row(r, version, records, scored, kept, update, heldout_stats, timing) -> dict:
+def round_row(r, version, records, scored, kept, update, stats, timing) -> dict:
     best = defaultdict(float)
     for s in scored:
         best[s.context_id] = max(best[s.context_id], s.reward)
@@ -196,5 +210,5 @@ def round_row(r, version, records, scored, kept, update, heldout_stats, timing) 
         "kept": len(kept), "learner_loss": update["loss"] if update else None,
         "policy_norm": update["norm"] if update else None, "policy_clipped": update["clipped"] if update else None,
         "failed_jobs": sum(1 for rec in records if rec["error"] is not None),
-        **heldout_stats, "timing_s": timing,
+        **stats, "timing_s": timing,
     }

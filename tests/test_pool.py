@@ -1,14 +1,19 @@
 """The inner-loop pool on a local Ray cluster with logical GPUs: one worker per GPU, dynamic dispatch of K
-jobs a lease, and a worker killed mid-run whose K leased jobs are all redone without duplicating any result."""
+jobs a lease, a worker killed mid-run whose K leased jobs are all redone without duplicating any result, and
+poison jobs (one that raises, one whose worker keeps dying) quarantined after their retries."""
 
+import dataclasses
 import os
 import signal
 from collections import Counter
 
 import ray
 
+from seal_dist.inner.board import JobBoard
+from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
 from seal_dist.tasks.knowledge.task import KnowledgeTask
+from seal_dist.training import Example
 from tests.conftest import fast_config
 
 
@@ -21,7 +26,7 @@ def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_pat
     contexts = task.load("train")[:36]
     jobs = [task.make_job(f"job-{i}", ctx, "1. A fact.\n2. Another fact.", 0, seed=i) for i, ctx in enumerate(contexts)]
     pool = InnerPool(cfg.inner, tiny_model, "float32", cfg.task.max_answer_tokens, 1, str(tmp_path / "train"),
-                     max_failures=1)
+                     max_failures=1, resources={})
     results, killed = [], None
     for batch in pool.run(jobs, on_progress=lambda done: None):
         results += batch
@@ -41,3 +46,39 @@ def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_pat
     assert restarted["generation"] == killed["generation"] + 1 and restarted["pid"] != killed["pid"]
     assert all(len(r.generations) == len(ctx.questions) for r, ctx in
                zip(sorted(results, key=lambda r: int(r.job_id.split("-")[1])), contexts))
+
+
+def test_a_poison_job_is_quarantined_after_its_retries_and_the_others_are_intact(ray_local, tmp_path, model_cache,
+                                                                                tiny_model):
+    cfg = fast_config(tmp_path, model_cache, "inner.num_workers=1", "inner.adapters_per_step=4", "inner.job_retries=2")
+    task = KnowledgeTask(cfg.task)
+    contexts = task.load("train")[:6]
+    jobs = [task.make_job(f"job-{i}", ctx, "1. A fact.\n2. Another fact.", 0, seed=i) for i, ctx in enumerate(contexts)]
+    jobs[1] = dataclasses.replace(jobs[1], eval_prompts=("",))  # a real fault: the model raises on an empty prompt
+    pool = InnerPool(cfg.inner, tiny_model, "float32", cfg.task.max_answer_tokens, 1, str(tmp_path / "train"),
+                     max_failures=0, resources={})
+    results = {r.job_id: r for batch in pool.run(jobs, on_progress=lambda done: None) for r in batch}
+    pool.shutdown()
+    assert sorted(results) == sorted(j.job_id for j in jobs)
+    poison = results.pop("job-1")
+    assert poison.attempts == 3 and poison.generations == () and poison.error.startswith("RuntimeError: ")
+    assert all(r.error is None and r.attempts == 1 for r in results.values())  # its batch-mates were run again alone
+    assert all(len(results[f"job-{i}"].generations) == len(contexts[i].questions) for i in (0, 2, 3, 4, 5))
+
+
+def test_a_job_whose_worker_keeps_dying_is_recorded_failed_and_its_lease_mates_run_alone(ray_local):
+    job = lambda i: InnerJob(f"job-{i}", 0, (Example("Q\n", "A"),), False, ("Q\n",), i, None, None)  # noqa: E731
+    board = JobBoard.remote(1)
+    ray.get(board.put.remote([job(0), job(1)]))
+    generation = ray.get(board.register.remote(0, {}))
+    leased, _ = ray.get(board.lease.remote(0, generation, 4))
+    assert [j.job_id for j in leased] == ["job-0", "job-1"]
+    generation = ray.get(board.register.remote(0, {}))  # the worker died holding both: each runs again, alone
+    [first], _ = ray.get(board.lease.remote(0, generation, 4))
+    ray.get(board.complete.remote([InnerResult(first.job_id, ("a",), None, None, 0.0, 0.0, 0, None)]))
+    [second], _ = ray.get(board.lease.remote(0, generation, 4))
+    generation = ray.get(board.register.remote(0, {}))  # and again, holding the other: no retries left
+    results = {r.job_id: r for r in ray.get(board.take.remote(["job-0", "job-1"]))}
+    assert results[first.job_id].error is None and results[first.job_id].attempts == 2
+    assert results[second.job_id].error == "its worker died in each of 2 runs" and results[second.job_id].attempts == 2
+    ray.get(board.close.remote())

@@ -5,10 +5,10 @@ sampling of a batch larger than the engine's token budget."""
 import pytest
 import ray
 
-from seal_dist.cluster import Components
 from seal_dist.learner.sft import PolicyTrainer
 from seal_dist.models import load_tokenizer
 from seal_dist.sampling.engines import request_seeds
+from seal_dist.sampling.pool import start_engine
 from tests.conftest import fast_config
 
 TARGETS = (" baker baker baker baker", " owl owl owl owl")  # words of the tiny model's world
@@ -18,7 +18,7 @@ TARGETS = (" baker baker baker baker", " owl owl owl owl")  # words of the tiny 
 def engine(request, tmp_path_factory, model_cache, tiny_model, ray_local):
     cfg = fast_config(tmp_path_factory.mktemp("sync"), model_cache, "learner.epochs=20", "learner.lr=1e-2",
                       "sampler.max_tokens=12", f"sampler.engine={request.param}")
-    actor = Components.start_engine(cfg, tiny_model)
+    actor = start_engine(cfg, tiny_model)
     yield cfg, actor
     ray.kill(actor)
 
@@ -29,19 +29,21 @@ def test_sync_changes_greedy_output(engine, tiny_model, tmp_path):
                "Passage:\nTorvi Sal\n"]
     trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=1, seed=0)
 
-    def greedy(adapter):
-        return ray.get(actor.generate.remote(prompts, 1, 0.0, 0, adapter))
+    def greedy(version):
+        return ray.get(actor.generate.remote(prompts, 1, 0.0, 0, version))
 
     base = greedy(None)
     outputs = [base]
     for version, target in enumerate(TARGETS, start=1):
         update = trainer.update([(p, target) for p in prompts] * 2, version=version, seed=0)
-        assert ray.get(actor.drop_adapters.remote(version)) == []  # older versions are unloaded
-        out = greedy((version, update["path"]))
-        assert all(o[0].split()[:3] == target.split()[:3] for o in out), (version, out)  # what was trained
+        with pytest.raises(ray.exceptions.RayTaskError, match=f"serves policy v{version - 1 or None}, asked for v{version}"):
+            greedy(version)  # an engine never serves a version it has not loaded
+        assert ray.get(actor.load_policy.remote((version, update["path"]))) == [version]  # older ones unloaded
+        out = greedy(version)
+        assert all(o[0].text.split()[:3] == target.split()[:3] for o in out), (version, out)  # what was trained
         outputs.append(out)
-        assert ray.get(actor.drop_adapters.remote(version)) == [version]
     assert outputs[0] != outputs[1] != outputs[2]
+    assert ray.get(actor.load_policy.remote(None)) == []
     assert greedy(None) == base  # the base model itself is untouched
 
 
@@ -52,7 +54,7 @@ def test_seeded_sampling_of_a_batch_larger_than_the_token_budget(tmp_path_factor
     budget = 512
     cfg = fast_config(tmp_path_factory.mktemp("budget"), model_cache, "sampler.max_tokens=8",
                       f"sampler.max_model_len={budget}", f"+sampler.engine_kwargs.max_num_batched_tokens={budget}")
-    actor = Components.start_engine(cfg, tiny_model)
+    actor = start_engine(cfg, tiny_model)
     passage = " ".join(f"Anna Rossi played the flute in the year {1601 + i}." for i in range(12))
     prompts = [f"Passage:\nAnna Rossi {i}\n{passage}\n\nImplications:\n" for i in range(6)]
     tokens = load_tokenizer(tiny_model)(prompts, add_special_tokens=False)["input_ids"]

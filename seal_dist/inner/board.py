@@ -3,21 +3,29 @@
 Jobs are leased, up to a worker's number of adapters at a time (consecutive jobs of one policy version):
 every lease held by a worker that restarts is handed out again, and results are keyed by job id, so a
 repeated job is harmless.
+
+Poison jobs: a job that failed (it raised, or its loss was not finite) or whose worker died while holding
+it is handed out again, alone, up to `retries` more times; then its last failure is its result (recorded
+as failed, never selected), and the jobs leased with it are unaffected.
 """
 
 import asyncio
-from collections import deque
+import dataclasses
+from collections import Counter, deque
 
 import ray
 
-from seal_dist.inner.job import InnerJob, InnerResult
+from seal_dist.inner.job import InnerJob, InnerResult, failed
 
 
 @ray.remote(num_cpus=0)
 class JobBoard:
-    def __init__(self):
+    def __init__(self, retries: int):
+        self._retries = retries
         self._queue: deque[InnerJob] = deque()
         self._leases: dict[str, tuple[int, InnerJob]] = {}  # job id -> (worker, job)
+        self._attempts: Counter[str] = Counter()  # job id -> runs that failed
+        self._alone: set[str] = set()  # jobs that failed once: leased one at a time
         self._done: set[str] = set()  # every job id ever completed
         self._results: dict[str, InnerResult] = {}  # completed and not yet taken
         self._policies: dict[int, str | None] = {0: None}  # version -> adapter path
@@ -48,7 +56,8 @@ class JobBoard:
                 return None
             jobs = [self._queue.popleft()]
             version = jobs[0].policy_version
-            while self._queue and len(jobs) < max_jobs and self._queue[0].policy_version == version:
+            while (jobs[0].job_id not in self._alone and self._queue and len(jobs) < max_jobs
+                   and self._queue[0].policy_version == version and self._queue[0].job_id not in self._alone):
                 jobs.append(self._queue.popleft())
             for job in jobs:
                 self._leases[job.job_id] = (worker, job)
@@ -56,11 +65,26 @@ class JobBoard:
 
     async def complete(self, results: list[InnerResult]) -> None:
         for result in results:
-            self._leases.pop(result.job_id, None)
-            if result.job_id not in self._done:
-                self._done.add(result.job_id)
-                self._results[result.job_id] = result
+            _, job = self._leases.pop(result.job_id, (None, None))
+            if result.job_id in self._done or job is None:
+                continue  # a stale incarnation's result, or a repeat
+            if result.error is None or not self._again(job):
+                self._finish(result)
         await self._notify()
+
+    def _again(self, job: InnerJob) -> bool:
+        """Counts a failed run of the job; True (and the job queued again, alone) while it has retries left."""
+        self._attempts[job.job_id] += 1
+        if self._attempts[job.job_id] > self._retries:
+            return False
+        self._alone.add(job.job_id)
+        self._queue.appendleft(job)
+        return True
+
+    def _finish(self, result: InnerResult) -> None:
+        self._done.add(result.job_id)
+        self._results[result.job_id] = dataclasses.replace(result, attempts=self._attempts[result.job_id] + (
+            result.error is None))
 
     async def register(self, worker: int, info: dict) -> int:
         """Called by a worker when it starts: requeues the jobs leased to earlier incarnations of the same
@@ -70,7 +94,9 @@ class JobBoard:
         lost = [job for w, job in self._leases.values() if w == worker]
         for job in lost:
             del self._leases[job.job_id]
-        self._queue.extendleft(reversed(lost))
+        for job in reversed(lost):
+            if not self._again(job):
+                self._finish(failed(job, worker, f"its worker died in each of {self._attempts[job.job_id]} runs"))
         await self._notify()
         return self._generation[worker]
 

@@ -17,7 +17,8 @@ class InnerEngine(Protocol):
     model that later jobs update. `run(jobs)` trains a fresh adapter per job from that policy, answers each
     job's prompts with its adapted model and returns one result per job, in order; the jobs must all be for
     the resident policy version. A job whose update fails (a non-finite loss) gets a result with `error`
-    set, and the others are unaffected; out of memory raises `torch.OutOfMemoryError`.
+    set, and the others are unaffected; anything else that goes wrong (out of memory, a job that makes the
+    model raise) raises, and leaves the engine ready for the next call.
     """
 
     policy_version: int
@@ -34,15 +35,17 @@ def check_policy(jobs: list[InnerJob], version: int) -> None:
 
 
 def run_isolating_failures(engine: InnerEngine, jobs: list[InnerJob], worker: int) -> list[InnerResult]:
-    """Runs the jobs together; a job that failed among others (or a batch that ran out of memory) is run
-    once more alone, and what fails alone is returned as failed with its reason."""
+    """Runs the jobs together; a job that failed among others (or every job of a batch that raised: out of
+    memory, a poison job) is run once more alone, and what fails alone is returned as failed with its
+    reason."""
     try:
         results = engine.run(jobs)
-    except torch.OutOfMemoryError as e:
+    except Exception as e:
         _release_memory()
+        reason = f"out of memory: {e}" if isinstance(e, torch.OutOfMemoryError) else f"{type(e).__name__}: {e}"
         if len(jobs) == 1:
-            return [failed(jobs[0], worker, f"out of memory: {e}")]
-        results = [failed(job, worker, f"out of memory in a batch of {len(jobs)}") for job in jobs]
+            return [failed(jobs[0], worker, reason)]
+        results = [failed(job, worker, f"{reason} (in a batch of {len(jobs)})") for job in jobs]
     if len(jobs) == 1:
         return results
     return [run_isolating_failures(engine, [job], worker)[0] if r.error else r for job, r in zip(jobs, results)]

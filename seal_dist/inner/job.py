@@ -31,7 +31,8 @@ class InnerResult:
     train_s: float  # this job's share of its batch's training time
     eval_s: float  # this job's share of its batch's answering time
     worker: int
-    error: str | None  # why the job failed (a non-finite loss, out of memory); None: it succeeded
+    error: str | None  # why the job failed (it raised, a non-finite loss, out of memory); None: it succeeded
+    attempts: int = 1  # runs of the job: the job board hands a failed one out again (inner.job_retries)
 
 
 def failed(job: InnerJob, worker: int, error: str) -> InnerResult:

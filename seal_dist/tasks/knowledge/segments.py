@@ -14,9 +14,9 @@ def self_edit_segments(self_edit: str) -> list[str]:
     return segments
 
 
-def update_texts(title: str, passage: str, self_edit: str | None) -> tuple[str, ...]:
-    """Title-prefixed self-edit segments plus the passage itself; () for no update; the passage alone for
-    self_edit=""."""
+def update_texts(title: str, passage: str, self_edit: str | None, max_sequences: int | None) -> tuple[str, ...]:
+    """Title-prefixed self-edit segments (the first `max_sequences`; None: all) plus the passage itself; ()
+    for no update; the passage alone for self_edit=""."""
     if self_edit is None:
         return ()
-    return (*(f"{title}\n{s}" for s in self_edit_segments(self_edit)), f"{title}\n{passage}")
+    return (*(f"{title}\n{s}" for s in self_edit_segments(self_edit)[:max_sequences]), f"{title}\n{passage}")
