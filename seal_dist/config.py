@@ -326,6 +326,7 @@ class LoggerConfig:
     mode: WandbMode = MISSING
     project: str = MISSING
     entity: Optional[str] = MISSING
+    group: Optional[str] = MISSING  # W&B run group (jobs/sweep.py: the sweep's name)
     tags: list[str] = MISSING
     num_table_rows: int = MISSING  # sampled self-edits logged per round
 

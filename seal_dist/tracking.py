@@ -19,7 +19,7 @@ class Tracker:
         self.cfg = cfg
         self.console = Console()
         self.run = wandb.init(
-            mode=cfg.mode.value, project=cfg.project, entity=cfg.entity, tags=list(cfg.tags), dir=run_dir,
+            mode=cfg.mode.value, project=cfg.project, entity=cfg.entity, group=cfg.group, tags=list(cfg.tags), dir=run_dir,
             config=config, id=_run_id(run_dir), resume="allow",
         )
         self.progress = Progress(

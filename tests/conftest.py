@@ -134,14 +134,15 @@ def stop_session(session: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def head():
-    """A Ray head with the job server (one per module that uses it), on free ports and a private temp dir; yields
-    the dashboard address."""
+def head(request):
+    """A Ray head with the job server (one per module that uses it), on free ports and a private temp dir, with the
+    module's HEAD_CPUS logical CPUs (default 2); yields the dashboard address."""
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets live under it
     gcs, dashboard, client, agent = free_ports(4)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env.update(RAY_AUTH_MODE="disabled", PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={gcs}",
+           f"--num-cpus={getattr(request.module, 'HEAD_CPUS', 2)}",
            "--include-dashboard=true", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
            f"--dashboard-agent-listen-port={agent}", f"--temp-dir={temp}", "--disable-usage-stats"]
     start = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -30,8 +30,8 @@ def node_of(actor) -> str:
 def test_each_part_runs_on_the_nodes_its_placement_names(two_nodes, tmp_path, model_cache, tiny_model):
     head, train = two_nodes
     cfg = fast_config(tmp_path, model_cache, "sampler.engine=hf", "inner.use_gpu=true", "inner.num_workers=2",
-                      "inner.adapters_per_step=1", "resources.placement.sampler={sampler_node: 0.01}",
-                      "resources.placement.inner={train_node: 0.01}", "resources.placement.learner={train_node: 0.01}",
+                      "inner.adapters_per_step=1", "+resources.placement.sampler.sampler_node=0.01",
+                      "+resources.placement.inner.train_node=0.01", "+resources.placement.learner.train_node=0.01",
                       f"resources.train_storage={tmp_path / 'shared'}")
     parts = Components(cfg, tiny_model, str(tmp_path / "policy"))
     try:
