@@ -11,6 +11,7 @@ import argparse
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -43,7 +44,7 @@ def main() -> None:
     engine.run(jobs)
     rates = {"in-process, 1 at a time": len(jobs) / (time.perf_counter() - start)}
 
-    with ray_cluster(cfg.resources):
+    with ray_cluster(cfg.resources, Path(tempfile.mkdtemp(prefix="seal-bench-")) / "logs", verbose=False):
         for workers in sorted({1, args.workers}):
             cfg.inner.num_workers = workers
             pool = InnerPool(cfg.inner, model_path, cfg.model.dtype, cfg.task.max_answer_tokens,

@@ -17,15 +17,24 @@ from seal_dist.sampling.screen import Sample
 
 
 @contextlib.contextmanager
-def ray_cluster(cfg: ResourcesConfig) -> Iterator[None]:
-    """Joins the configured cluster, or starts a private local one, for the duration of the block."""
+def ray_cluster(cfg: ResourcesConfig, logs: Path, verbose: bool) -> Iterator[None]:
+    """Joins the configured cluster, or starts a private local one, for the duration of the block. The logs of
+    the actors (sampler engines, inner-loop workers, learner) reach the console only when `verbose`; `logs`
+    links to the folder Ray writes them to, and the console says so once."""
     env = {"env_vars": {"OMP_NUM_THREADS": str(cfg.torch_threads), "TOKENIZERS_PARALLELISM": "false"}}
     if cfg.address is None:
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls every second; without
         # it each poll fails and logs a warning (and the cleaner cannot do its job).
-        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True, runtime_env=env)
+        context = ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True,
+                           runtime_env=env, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
     else:
-        ray.init(address=cfg.address, runtime_env=env)
+        context = ray.init(address=cfg.address, runtime_env=env, log_to_driver=verbose,
+                           logging_level="INFO" if verbose else "WARNING")
+    if logs.is_symlink():
+        logs.unlink()  # a resumed run's link to its earlier session
+    logs.symlink_to(Path(context.address_info["session_dir"]) / "logs", target_is_directory=True)
+    elsewhere = "" if cfg.address is None else " (this node's; other nodes keep theirs: `ray logs`)"
+    print(f"engine and worker logs: {logs}{elsewhere}", flush=True)
     try:
         yield
     finally:

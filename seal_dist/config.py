@@ -390,6 +390,7 @@ class Config:
     run_dir: str = MISSING
     resume: Optional[str] = MISSING  # a run directory to continue from its last complete round
     progress: bool = MISSING
+    verbose: bool = MISSING  # engine and worker logs on the console too (false: in <run_dir>/logs only)
 
 
 class UserError(ValueError):

@@ -45,8 +45,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     task.use_tokenizer(models.load_tokenizer(model_path))
     out = RunDir(cfg.run_dir)
     out.save_config(cfg)
-    with ray_cluster(cfg.resources):
-        tracker = Tracker(cfg.logger, str(out.root.resolve()), to_container(cfg), cfg.progress)
+    with ray_cluster(cfg.resources, out.root / "logs", cfg.verbose):
+        tracker = Tracker(cfg.logger, str(out.root.resolve()), to_container(cfg), cfg.progress, cfg.verbose)
         parts = Components(cfg, model_path, policy_dir=None)
         parts.publish(0, None)  # every update is applied to the base model
         try:

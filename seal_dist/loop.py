@@ -36,8 +36,8 @@ def train(cfg: DictConfig) -> dict:
     by_id = {c.id: c for c in train_contexts + heldout}
     state = run.checkpoint() or {"round": -1, "policy_version": 0, "policy_path": None}
     summary, records = run.summary(), run.results()
-    with ray_cluster(cfg.resources):
-        tracker = Tracker(cfg.logger, str(run.root.resolve()), to_container(cfg), cfg.progress)
+    with ray_cluster(cfg.resources, run.root / "logs", cfg.verbose):
+        tracker = Tracker(cfg.logger, str(run.root.resolve()), to_container(cfg), cfg.progress, cfg.verbose)
         parts = Components.start(cfg, model_path, str(run.policy_dir), state["policy_version"], state["policy_path"])
         try:
             for r in range(state["round"] + 1, cfg.rounds + 1):

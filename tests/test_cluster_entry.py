@@ -115,7 +115,8 @@ class Probe:
 
 with initialize_config_dir(train.CONF_DIR, version_base="1.3"):
     cfg = compose("config", overrides=["resources=cluster"])
-with ray_cluster(cfg.resources):  # the training driver's own way of joining the cluster
+import pathlib, tempfile
+with ray_cluster(cfg.resources, pathlib.Path(tempfile.mkdtemp()) / "logs", verbose=True):  # as the training driver joins
     actor = Probe.options(runtime_env={"env_vars": {"OWN": "1"}}).remote()  # as the sampler engines are made
     out = {"driver": seen(), "task": ray.get(ray.remote(seen).remote()), "actor": ray.get(actor.seen.remote()),
            "cpus": ray.cluster_resources()["CPU"]}

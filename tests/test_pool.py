@@ -54,14 +54,14 @@ def test_a_poison_job_is_quarantined_after_its_retries_and_the_others_are_intact
     task = KnowledgeTask(cfg.task)
     contexts = task.load("train")[:6]
     jobs = [task.make_job(f"job-{i}", ctx, "1. A fact.\n2. Another fact.", 0, seed=i) for i, ctx in enumerate(contexts)]
-    jobs[1] = dataclasses.replace(jobs[1], eval_prompts=("",))  # a real fault: the model raises on an empty prompt
+    jobs[1] = dataclasses.replace(jobs[1], seed=2**70)  # a real fault: torch cannot seed the adapter from it
     pool = InnerPool(cfg.inner, tiny_model, "float32", cfg.task.max_answer_tokens, 1, str(tmp_path / "train"),
                      max_failures=0, resources={})
     results = {r.job_id: r for batch in pool.run(jobs, on_progress=lambda done: None) for r in batch}
     pool.shutdown()
     assert sorted(results) == sorted(j.job_id for j in jobs)
     poison = results.pop("job-1")
-    assert poison.attempts == 3 and poison.generations == () and poison.error.startswith("RuntimeError: ")
+    assert poison.attempts == 3 and poison.generations == () and poison.error.startswith("ValueError: ")
     assert all(r.error is None and r.attempts == 1 for r in results.values())  # its batch-mates were run again alone
     assert all(len(results[f"job-{i}"].generations) == len(contexts[i].questions) for i in (0, 2, 3, 4, 5))
 

@@ -6,6 +6,7 @@ or is named in NOT_RUN with the reason it cannot run here and the cheaper check 
 neither table fails, so a command added to the docs is run or explained."""
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -219,6 +220,15 @@ def compose_sweep_point(user: User, words: list[str]) -> None:
     compose(user, [w for w in point if not w.startswith("hydra.sweep.")])
 
 
+def compose_sweep_job_point(user: User, words: list[str]) -> None:
+    """jobs/sweep.py's first point composes as its job would run it (`resources=cluster` added)."""
+    spec = importlib.util.spec_from_file_location("sweep", REPO / "jobs" / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    first = sweep.points(words[words.index("--") + 1 :])[0]
+    compose(user, ["seal-dist", "train", *first, "resources=cluster"])
+
+
 def check_pip_install(user: User, words: list[str]) -> None:
     """The extras named (`.[gpu]`) are the project's, and pinned packages are at the installed versions."""
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -256,6 +266,8 @@ NOT_RUN = {  # first words: (why the command is not run here, the cheaper check 
                                       "runs short here", compose_sweep_point),
     ("seal-dist", "continual-table"): ("reads that sweep's folder; tests/test_guard.py runs it on a hand-built "
                                        "sweep", None),
+    ("python", "jobs/sweep.py"): ("one training run per point (4 here); tests/test_sweep.py runs a two-point sweep "
+                                  "on a Ray head", compose_sweep_job_point),
     ("make", "test"): ("the test suite, this test included", None),
     ("pip", "install"): ("needs the network, and CUDA for .[gpu]", check_pip_install),
     ("ray", "up"): ("starts AWS machines; tests/test_cluster_entry.py runs Ray's checks on cluster.yaml", None),
