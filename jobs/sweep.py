@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from ray.job_submission import JobStatus, JobSubmissionClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from submit import submit, train_command  # noqa: E402
@@ -35,6 +36,7 @@ def points(overrides: list[str]) -> list[list[str]]:
 
 
 def ray_job(*args: str, address: str | None) -> subprocess.CompletedProcess:
+    """`ray job ARGS`, its output captured."""
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", *args]
     return subprocess.run(cmd + ([] if address is None else ["--address", address]), capture_output=True, text=True)
 
@@ -62,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failed = []
     for job in jobs:
-        ray_job("logs", "--follow", job, address=args.address)  # returns when the job ends
-        status = ray_job("status", job, address=args.address).stdout
-        if "SUCCEEDED" not in status:
+        logs = ray_job("logs", "--follow", job, address=args.address).stdout  # returns when the job ends
+        if JobSubmissionClient(args.address).get_job_status(job) != JobStatus.SUCCEEDED:
             failed.append(job)
+            print(f"{job} failed; the end of its log:\n" + "\n".join(logs.splitlines()[-20:]), flush=True)
     print(f"{len(jobs) - len(failed)} of {len(jobs)} points succeeded" + (f"; failed: {failed}" if failed else ""))
     return 1 if failed else 0
 
