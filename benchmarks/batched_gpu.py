@@ -78,7 +78,7 @@ def make_jobs(data: Path, n: int, vocab_size: int, pad_to: int | None) -> list[I
     edits = [(r, c) for depth in range(5) for r in records for c in r["completions"][depth : depth + 1]][:n]
     rng, jobs = random.Random(0), []
     for i, (record, completion) in enumerate(edits):
-        lengths = [math.ceil(len(t) / 4) for t in update_texts(record["title"], record["context"], completion)]
+        lengths = [math.ceil(len(t) / 4) for t in update_texts(record["title"], record["context"], completion, None)]
         texts = [words(rng, length, vocab_size) for length in lengths]
         if pad_to is not None:
             texts = [t + f" {EOS}" * (pad_to - 1 - length) for t, length in zip(texts, lengths)]

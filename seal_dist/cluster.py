@@ -58,7 +58,6 @@ class Components:
         self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads, storage,
                               max_failures=cfg.inner.max_failures, resources=dict(placement.inner))
 
-
     @classmethod
     def start(cls, cfg: DictConfig, model_path: str, policy_dir: str, version: int, adapter_path: str | None):
         parts = cls(cfg, model_path, policy_dir)
