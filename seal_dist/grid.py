@@ -62,10 +62,15 @@ def cell_result(folder: Path, pretrain_seed: int, world_seed: int) -> dict:
     evaluation = json.loads((folder / "eval" / "eval.json").read_text())
     summary = RunDir(str(folder)).summary()
     no_update = [r["heldout_baseline"] for r in summary["rounds"]] + [summary["final"]["heldout_baseline"]]
-    gap = next(o for o in evaluation["orderings"] if column(o["better"]) == POLICY and column(o["worse"]) == ROUND0)
-    return {"cell": folder.name, "pretrain_seed": pretrain_seed, "world_seed": world_seed,
-            "accuracy": {column(r["update"]): r["accuracy"] for r in evaluation["rows"]},
-            "policy_gap": gap, "policy_no_update": no_update}
+    accuracy = {column(r["update"]): r["accuracy"] for r in evaluation["rows"]}
+    gap = next((o for o in evaluation["orderings"] if column(o["better"]) == POLICY and column(o["worse"]) == ROUND0),
+               None)
+    trained = gap is not None
+    if not trained:  # the learner kept nothing: the final policy is round 0's (the eval has no row of its own)
+        accuracy = {name: a for row, a in accuracy.items() for name in ((row, POLICY) if row == ROUND0 else (row,))}
+        gap = {"better": POLICY, "worse": ROUND0, "gap": 0.0, "ci_low": 0.0, "ci_high": 0.0, "significant": False}
+    return {"cell": folder.name, "pretrain_seed": pretrain_seed, "world_seed": world_seed, "accuracy": accuracy,
+            "policy_gap": gap, "policy_trained": trained, "policy_no_update": no_update}
 
 
 def summarize(cells: list[dict]) -> dict:
@@ -79,6 +84,7 @@ def summarize(cells: list[dict]) -> dict:
         "cells": len(cells),
         "mean": means,
         "sd": {name: stdev(c["accuracy"][name] for c in cells) if len(cells) > 1 else 0.0 for name in columns},
+        "policies_trained": sum(c["policy_trained"] for c in cells),
         "policy_wins": sum(g > 0 for g in gaps),
         "policy_wins_significant": sum(c["policy_gap"]["significant"] for c in cells),
         "gap_mean": mean(gaps),
@@ -103,7 +109,9 @@ def print_grid(console: Console, cells: list[dict], overall: dict) -> None:
     table.add_row("mean (sd)", "", *(f"{overall['mean'][n]:.3f} ({overall['sd'][n]:.3f})" for n in columns),
                   f"{overall['gap_mean']:+.3f} ({overall['gap_sd']:.3f})", "", "")
     console.print(table)
-    console.print(f"policy > round 0 in {overall['policy_wins']} of {overall['cells']} cells "
+    console.print(f"a policy trained in {overall['policies_trained']} of {overall['cells']} cells (elsewhere the "
+                  "learner kept nothing: the policy is round 0's); "
+                  f"policy > round 0 in {overall['policy_wins']} of {overall['cells']} cells "
                   f"({overall['policy_wins_significant']} significant); mean gap {overall['gap_mean']:+.3f}, "
                   f"sd {overall['gap_sd']:.3f}; round 0 > {overall['round0_over']} in {overall['round0_wins']}; "
                   f"{' < '.join(columns)} in the mean: {'yes' if overall['orderings_hold_in_mean'] else 'no'}")
