@@ -21,15 +21,15 @@ def ray_cluster(cfg: ResourcesConfig, logs: Path, verbose: bool) -> Iterator[Non
     """Joins the configured cluster, or starts a private local one, for the duration of the block. The logs of
     the actors (sampler engines, inner-loop workers, learner) reach the console only when `verbose`; `logs`
     links to the folder Ray writes them to, and the console says so once."""
-    env = {"env_vars": {"OMP_NUM_THREADS": str(cfg.torch_threads), "TOKENIZERS_PARALLELISM": "false"}}
+    common = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(cfg.torch_threads), "TOKENIZERS_PARALLELISM": "false"}},
+              "log_to_driver": verbose, "logging_level": "INFO" if verbose else "WARNING"}
     if cfg.address is None:
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls every second; without
         # it each poll fails and logs a warning (and the cleaner cannot do its job).
         context = ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True,
-                           runtime_env=env, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
+                           **common)
     else:
-        context = ray.init(address=cfg.address, runtime_env=env, log_to_driver=verbose,
-                           logging_level="INFO" if verbose else "WARNING")
+        context = ray.init(address=cfg.address, **common)
     if logs.is_symlink():
         logs.unlink()  # a resumed run's link to its earlier session
     logs.symlink_to(Path(context.address_info["session_dir"]) / "logs", target_is_directory=True)

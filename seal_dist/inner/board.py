@@ -55,9 +55,9 @@ class JobBoard:
             if self._closed or stale():
                 return None
             jobs = [self._queue.popleft()]
-            version = jobs[0].policy_version
-            while (jobs[0].job_id not in self._alone and self._queue and len(jobs) < max_jobs
-                   and self._queue[0].policy_version == version and self._queue[0].job_id not in self._alone):
+            version, room = jobs[0].policy_version, 1 if jobs[0].job_id in self._alone else max_jobs
+            while (self._queue and len(jobs) < room and self._queue[0].policy_version == version
+                   and self._queue[0].job_id not in self._alone):
                 jobs.append(self._queue.popleft())
             for job in jobs:
                 self._leases[job.job_id] = (worker, job)
