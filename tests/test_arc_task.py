@@ -158,7 +158,7 @@ def test_pretraining_corpus_has_solved_problems_and_random_configurations():
     task = make_task("task=arc_grid", "task.pretraining.world.num_train=20", "task.pretraining.self_edits=40")
     corpus = task.pretraining_corpus(seed=0)
     configs = [ex for ex in corpus if ex.prompt]
-    assert len(configs) == 40 and len(corpus) == 40 + 20 * (1 + 3)  # per task: the task and its 3 leave-one-outs
+    assert len(configs) == 40 and len(corpus) == 40 + 20 * (1 + 5)  # per task: the task and its 5 leave-one-outs
     assert all(task.parse_failure(ex.completion) is None for ex in configs)
     assert len({ex.completion for ex in configs}) > 20  # configurations vary
     assert corpus == task.pretraining_corpus(seed=0) and corpus != task.pretraining_corpus(seed=1)
