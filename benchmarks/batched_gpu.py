@@ -78,7 +78,7 @@ def make_jobs(data: Path, n: int, vocab_size: int, pad_to: int | None) -> list[I
     edits = [(r, c) for depth in range(5) for r in records for c in r["completions"][depth : depth + 1]][:n]
     rng, jobs = random.Random(0), []
     for i, (record, completion) in enumerate(edits):
-        lengths = [math.ceil(len(t) / 4) for t in update_texts(record["title"], record["context"], completion, None)]
+        lengths = [math.ceil(len(t) / 4) for t in update_texts(record["title"], record["context"], completion, None, False)]
         texts = [words(rng, length, vocab_size) for length in lengths]
         if pad_to is not None:
             texts = [t + f" {EOS}" * (pad_to - 1 - length) for t, length in zip(texts, lengths)]
@@ -89,7 +89,7 @@ def make_jobs(data: Path, n: int, vocab_size: int, pad_to: int | None) -> list[I
 
 def inner_settings(k: int) -> SimpleNamespace:
     lora = SimpleNamespace(r=32, alpha=64, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    return SimpleNamespace(lora=lora, lr=1e-3, epochs=10, schedule="linear", warmup_steps=0, batch_size=1, max_seq_len=MAX_SEQ_LEN,
+    return SimpleNamespace(lora=lora, lr=1e-3, epochs=10, schedule="linear", warmup_steps=0, batch_size=1, max_seq_len=MAX_SEQ_LEN, pad_to=None,
                            eval_batch_size=k * QUESTIONS, adapters_per_step=k)
 
 

@@ -2,6 +2,7 @@
 inner-loop pool and the learner actor, behind the few calls the outer loop makes."""
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,9 @@ def ray_cluster(cfg: ResourcesConfig, logs: Path, verbose: bool) -> Iterator[Non
     common = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(cfg.torch_threads), "TOKENIZERS_PARALLELISM": "false"}},
               "log_to_driver": verbose, "logging_level": "INFO" if verbose else "WARNING"}
     if cfg.address is None:
+        # Token authentication, Ray's default for a local cluster, chosen explicitly: Ray warns on every start
+        # when the mode is left unset. RAY_AUTH_MODE in the environment still decides.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls every second; without
         # it each poll fails and logs a warning (and the cleaner cannot do its job).
         context = ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True,

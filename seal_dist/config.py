@@ -91,6 +91,7 @@ class KnowledgeTaskConfig:
     answer_span: AnswerSpan = MISSING
     max_answer_tokens: int = MISSING
     max_sequences: Optional[int] = MISSING  # the first this many of a self-edit's sequences train; null: all
+    implications_only: bool = MISSING  # train on the text after an "Implications:" line only (the newer reference)
     pretraining: KnowledgePretrainingConfig = field(default_factory=KnowledgePretrainingConfig)
 
 
@@ -236,6 +237,7 @@ class InnerConfig:
     warmup_steps: int = MISSING
     batch_size: int = MISSING
     max_seq_len: int = MISSING
+    pad_to: Optional[int] = MISSING  # EOS padding of every training sequence, trained on (the reference's quirk); null: none
     eval_batch_size: int = MISSING
 
 

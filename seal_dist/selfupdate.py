@@ -74,7 +74,8 @@ class SelfUpdater:
         name = f"update-{index:03d}"
         params = self._open(name, seed)
         examples, loss_on_prompt = list(job.examples), job.loss_on_prompt
-        loss_before = mean_loss(self.model, self.tokenizer, examples, self.cfg.inner.max_seq_len, loss_on_prompt)
+        loss_before = mean_loss(self.model, self.tokenizer, examples, self.cfg.inner.max_seq_len, loss_on_prompt,
+                                self.cfg.inner.pad_to)
         losses = fine_tune(self.model, self.tokenizer, params, examples, self.cfg.inner.lr, self.cfg.inner.epochs,
                            self.cfg.inner, seed, loss_on_prompt)
         record["loss_before"] = loss_before
@@ -95,7 +96,8 @@ class SelfUpdater:
         norms = guard.update_norms(self.model, name)
         decision = "rejected" if not keep else "shrunk" if scale < 1.0 else "clipped" if clipped else "kept"
         record |= {
-            "loss_after": mean_loss(self.model, self.tokenizer, examples, self.cfg.inner.max_seq_len, loss_on_prompt),
+            "loss_after": mean_loss(self.model, self.tokenizer, examples, self.cfg.inner.max_seq_len, loss_on_prompt,
+                                    self.cfg.inner.pad_to),
             "norm_total": guard.total_norm(norms), "norm_max_module": max(norms.values()),
             "norm_total_unclipped": guard.total_norm(raw), "norm_max_module_unclipped": max(raw.values()),
             "retention_before": retention_before, "retention_after": after.retention,

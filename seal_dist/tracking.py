@@ -5,7 +5,9 @@ import hashlib
 
 import wandb
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 from rich.table import Table
 
 from seal_dist.config import LoggerConfig
@@ -23,8 +25,9 @@ class Tracker:
             config=config, id=_run_id(run_dir), resume="allow", settings=wandb.Settings(silent=not verbose),
         )
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.console, disable=not show_progress,
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console,
+            disable=not show_progress,
         )
         self.progress.start()
         self._bar = None
@@ -93,6 +96,13 @@ class Tracker:
     def close(self) -> None:
         self.progress.stop()
         self.run.finish()
+
+
+class RateColumn(ProgressColumn):
+    """Steps (jobs, pretraining steps) per second, once rich has measured it."""
+
+    def render(self, task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:.2f}/s", style="progress.data.speed")
 
 
 EVAL_FIELDS = ("update", "accuracy", "ci_low", "ci_high", "updates", "items")  # a row's fields besides the task's

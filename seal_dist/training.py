@@ -42,10 +42,13 @@ def train_only(model: torch.nn.Module, adapter: str) -> list[torch.nn.Parameter]
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int,
-           loss_on_prompt: bool = False) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 on the prompt unless loss_on_prompt), truncated to max_len."""
+           loss_on_prompt: bool = False, pad_to: int | None = None) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 on the prompt unless loss_on_prompt), truncated to max_len. `pad_to`: the
+    completion's EOS is repeated up to that many tokens, with the loss on every one (the SEAL reference's
+    knowledge inner loop pads with EOS and trains on the padding; here the padding is also attended)."""
     prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
     completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    completion += [tokenizer.eos_token_id] * max(0, (pad_to or 0) - len(prompt) - len(completion))
     ids = (prompt + completion)[:max_len]
     labels = ((prompt if loss_on_prompt else [NO_LOSS] * len(prompt)) + completion)[:max_len]
     return ids, labels
@@ -109,10 +112,11 @@ def train_epochs(
     seed: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loss_on_prompt: bool = False,
+    pad_to: int | None = None,
 ) -> list[float]:
     """Trains for whole epochs over shuffled mini-batches; returns each step's loss."""
     model.train()
-    encoded = [encode(tokenizer, ex, max_len, loss_on_prompt) for ex in examples]
+    encoded = [encode(tokenizer, ex, max_len, loss_on_prompt, pad_to) for ex in examples]
     losses = []
     for batch in epoch_batches(encoded, epochs, batch_size, seed):
         loss = causal_lm_loss(model, collate(batch, tokenizer.pad_token_id, model.device))
@@ -134,16 +138,16 @@ def fine_tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params
     total = epochs * math.ceil(len(examples) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup_steps))
     return train_epochs(model, tokenizer, examples, optimizer, epochs, cfg.batch_size, cfg.max_seq_len, seed, schedule,
-                        loss_on_prompt)
+                        loss_on_prompt, cfg.pad_to)
 
 
 @torch.no_grad()
 def mean_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_len: int,
-              loss_on_prompt: bool = False) -> float:
+              loss_on_prompt: bool = False, pad_to: int | None = None) -> float:
     """Token-weighted mean loss over the examples."""
     model.eval()
     total, tokens = 0.0, 0
-    for ids, labels in (encode(tokenizer, ex, max_len, loss_on_prompt) for ex in examples):
+    for ids, labels in (encode(tokenizer, ex, max_len, loss_on_prompt, pad_to) for ex in examples):
         batch = collate([(ids, labels)], tokenizer.pad_token_id, model.device)
         n = sum(1 for t in labels[1:] if t != NO_LOSS)
         total += causal_lm_loss(model, batch).item() * n

@@ -18,7 +18,7 @@ from seal_dist.inner.job import InnerJob
 from seal_dist.inner.sequential import INNER, SequentialEngine
 from seal_dist.models import load_tokenizer
 from seal_dist.tasks.knowledge.task import KnowledgeTask
-from seal_dist.training import Example, lora_config, lr_factor
+from seal_dist.training import NO_LOSS, Example, encode, lora_config, lr_factor
 from tests.conftest import fast_config
 
 ALL_PROJECTIONS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
@@ -95,6 +95,21 @@ def test_batched_engine_equals_sequential_runs_under_a_cosine_schedule_with_warm
     cfg, task, tokenizer = setup
     cosine = OmegaConf.merge(cfg, {"inner": {"schedule": "cosine", "warmup_steps": 2}})  # ARC's schedule
     compare(cosine, tokenizer, tiny_model, jobs_of_every_shape(task), policy=None)
+
+
+def test_the_reference_padding_trains_on_eos_to_the_padded_length(setup, tiny_model):
+    cfg, task, tokenizer = setup
+    eos, text = tokenizer.eos_token_id, Example("Topic: A\n", "A was born in B.")
+    ids, labels = encode(tokenizer, text, 256, loss_on_prompt=True)
+    padded_ids, padded_labels = encode(tokenizer, text, 256, loss_on_prompt=True, pad_to=40)
+    assert len(padded_ids) == len(padded_labels) == 40 and padded_ids[: len(ids)] == ids
+    assert padded_ids[len(ids):] == padded_labels[len(ids):] == [eos] * (40 - len(ids))  # loss on the padding
+    assert encode(tokenizer, text, 24, True, pad_to=40)[1] == padded_labels[:24]  # max_seq_len still cuts
+    assert encode(tokenizer, text, 256, False, pad_to=40)[1][: len(ids)].count(NO_LOSS) > 0  # the prompt's mask stays
+    padded = OmegaConf.merge(cfg, {"inner": {"pad_to": 48}})
+    results = compare(padded, tokenizer, tiny_model, jobs_of_every_shape(task), policy=None)
+    plain = {r.job_id: r for r in compare(cfg, tokenizer, tiny_model, jobs_of_every_shape(task)[1:2], policy=None)}
+    assert results[1].loss_before != pytest.approx(plain["long"].loss_before)  # the padding's tokens count
 
 
 def test_learning_rate_schedules():

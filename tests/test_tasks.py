@@ -8,7 +8,7 @@ import pytest
 from seal_dist.tasks.knowledge import grading
 from seal_dist.tasks.knowledge import world as synthetic
 from seal_dist.tasks.knowledge.task import DataError, KnowledgeTask, load_file
-from seal_dist.tasks.knowledge.segments import self_edit_segments
+from seal_dist.tasks.knowledge.segments import self_edit_segments, update_texts
 from tests.conftest import compose_config, shared_file
 
 
@@ -30,12 +30,51 @@ def test_grading_normalises_like_squad():
 
 def test_self_edit_segments_follow_the_reference_rules():
     edit = "Here are the implications:\n1. A was born in B.\n2. A played the harp.\n---\nA rewrite.\n\nAnother line."
-    assert self_edit_segments(edit) == [
+    assert self_edit_segments(edit, False) == [
         "1. A was born in B.", "2. A played the harp.", "A rewrite.", "Another line."
     ]
     # a first line is kept when no numbered list follows it
-    assert self_edit_segments("Intro\nnot a list") == ["Intro", "not a list"]
-    assert self_edit_segments("  \n") == []
+    assert self_edit_segments("Intro\nnot a list", False) == ["Intro", "not a list"]
+    assert self_edit_segments("  \n", False) == []
+    # the leading-line rule looks at the whole self-edit's first two lines, not at each `---` block's
+    blocks = "Sure, here they are.\n---\nImplications:\n1. A was born in B."
+    assert self_edit_segments(blocks, False) == ["Sure, here they are.", "Implications:", "1. A was born in B."]
+    assert self_edit_segments("Intro\n---\n1. x\n2. y", False) == ["1. x", "2. y"]  # alone in its block, yet dropped
+    # the newer reference: only the text after an "Implications:" line
+    assert self_edit_segments("Let me think.\nImplications:\n1. x\n2. y", True) == ["1. x", "2. y"]
+    assert self_edit_segments("Let me think.\nImplications:\n1. x\n2. y", False) == ["Let me think.", "Implications:", "1. x", "2. y"]
+
+
+def test_self_qa_self_edits_keep_each_question_with_its_answer():
+    qa = "Where was A born?\nAnswer: In B.\nQuestion 2: What did A play?\nAnswer: The harp.\n\nQuestion 3: When?\nAnswer: 1712."
+    assert self_edit_segments(qa, False) == [
+        "Question 1: Where was A born?\nAnswer: In B.", "Question 2: What did A play?\nAnswer: The harp.",
+        "Question 3: When?\nAnswer: 1712.",
+    ]
+    assert self_edit_segments("Question 1: Who?\nAnswer: A.", False) == ["Question 1: Who?\nAnswer: A."]
+    # questions without answers are not self-QA: one sequence per line
+    assert self_edit_segments("Who?\nQuestion 2: Where?", False) == ["Who?", "Question 2: Where?"]
+
+
+@pytest.mark.parametrize("name", ["base_val", "gpt4_1_val", "iter2_val", "iter0_train"])
+def test_the_reference_rules_on_every_self_edit_of_the_shared_files(name):
+    """Each self-edit of the SEAL release's files: its sequences are its non-empty lines (no `---`), in order,
+    title-prefixed, the passage last; the first line is dropped exactly when it is not a list item and the
+    second line is one; with implications_only, nothing before an "Implications:" line trains; max_sequences caps."""
+    records = json.loads(shared_file(f"knowledge/{name}.json").read_text())
+    dropped = 0
+    for r in records:
+        for edit in r["completions"]:
+            lines = [line.strip() for line in edit.splitlines() if line.strip() and line.strip() != "---"]
+            drop = len(lines) >= 2 and not lines[0].startswith("1.") and lines[1].startswith("1.")
+            dropped += drop
+            texts = update_texts(r["title"], r["context"], edit, None, False)
+            assert texts[-1] == f"{r['title']}\n{r['context']}"
+            assert [t.removeprefix(f"{r['title']}\n") for t in texts[:-1]] == lines[drop:]
+            after = edit.split("\nImplications:", 1)[-1]
+            assert all(s in after for s in self_edit_segments(edit, True))
+            assert len(update_texts(r["title"], r["context"], edit, 30, True)) <= 31
+    assert (dropped > 0) == (name == "gpt4_1_val")  # GPT-4.1 introduces its lists with a sentence
 
 
 def test_training_texts_and_eval_prompts(task):

@@ -134,7 +134,7 @@ class BatchedEngine:
         start, k, cfg = time.perf_counter(), len(jobs), self.cfg
         for i, job in enumerate(jobs):
             self._fresh_adapter(i, job.seed)
-        data = [[encode(self.tokenizer, ex, cfg.max_seq_len, job.loss_on_prompt) for ex in job.examples] for job in jobs]
+        data = [[encode(self.tokenizer, ex, cfg.max_seq_len, job.loss_on_prompt, cfg.pad_to) for ex in job.examples] for job in jobs]
         schedules = [job.schedule(cfg.lr, cfg.epochs) for job in jobs]
         plans = [epoch_batches(d, epochs, cfg.batch_size, job.seed) if d else [] for d, job, (_, epochs)
                  in zip(data, jobs, schedules)]

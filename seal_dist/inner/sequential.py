@@ -56,13 +56,13 @@ class SequentialEngine:
         loss_before = loss_after = None
         if job.examples and epochs > 0:
             examples, length = list(job.examples), self.cfg.max_seq_len
-            loss_before = mean_loss(self.model, self.tokenizer, examples, length, job.loss_on_prompt)
+            loss_before = mean_loss(self.model, self.tokenizer, examples, length, job.loss_on_prompt, self.cfg.pad_to)
             losses = fine_tune(self.model, self.tokenizer, params, examples, lr, epochs, self.cfg, job.seed,
                                job.loss_on_prompt)
             bad = next((step for step, loss in enumerate(losses) if not math.isfinite(loss)), None)
             if bad is not None:
                 return failed(job, self.worker, f"non-finite training loss at step {bad}")
-            loss_after = mean_loss(self.model, self.tokenizer, examples, length, job.loss_on_prompt)
+            loss_after = mean_loss(self.model, self.tokenizer, examples, length, job.loss_on_prompt, self.cfg.pad_to)
         trained = time.perf_counter()
         generations = generate(self.model, self.tokenizer, list(job.eval_prompts), self.max_answer_tokens,
                                self.cfg.eval_batch_size, temperature=0.0, top_p=1.0)

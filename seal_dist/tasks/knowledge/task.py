@@ -96,7 +96,7 @@ class KnowledgeTask:
         return None  # any text is a self-edit: its lines are the training sequences
 
     def training_texts(self, ctx: Context, self_edit: str | None) -> tuple[str, ...]:
-        return update_texts(ctx.title, ctx.text, self_edit, self.cfg.max_sequences)
+        return update_texts(ctx.title, ctx.text, self_edit, self.cfg.max_sequences, self.cfg.implications_only)
 
     def describe(self, ctx: Context, self_edit: str | None) -> dict[str, float]:
         """answers_stated: the fraction of the context's answers that the update's training texts state, what
