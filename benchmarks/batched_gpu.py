@@ -89,7 +89,7 @@ def make_jobs(data: Path, n: int, vocab_size: int, pad_to: int | None) -> list[I
 
 def inner_settings(k: int) -> SimpleNamespace:
     lora = SimpleNamespace(r=32, alpha=64, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    return SimpleNamespace(lora=lora, lr=1e-3, epochs=10, schedule="linear", warmup_steps=0, batch_size=1, max_seq_len=MAX_SEQ_LEN, pad_to=None,
+    return SimpleNamespace(lora=lora, lr=1e-3, epochs=10, schedule="linear", warmup_steps=0, warmup_ratio=0.0, batch_size=1, max_seq_len=MAX_SEQ_LEN, pad_to=None,
                            eval_batch_size=k * QUESTIONS, adapters_per_step=k)
 
 

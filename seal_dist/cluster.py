@@ -2,7 +2,7 @@
 inner-loop pool and the learner actor, behind the few calls the outer loop makes."""
 
 import contextlib
-import os
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,12 +22,11 @@ def ray_cluster(cfg: ResourcesConfig, logs: Path, verbose: bool) -> Iterator[Non
     """Joins the configured cluster, or starts a private local one, for the duration of the block. The logs of
     the actors (sampler engines, inner-loop workers, learner) reach the console only when `verbose`; `logs`
     links to the folder Ray writes them to, and the console says so once."""
+    if not verbose:  # "Token authentication is enabled" on every start: Ray's secure default, said in README
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     common = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(cfg.torch_threads), "TOKENIZERS_PARALLELISM": "false"}},
               "log_to_driver": verbose, "logging_level": "INFO" if verbose else "WARNING"}
     if cfg.address is None:
-        # Token authentication, Ray's default for a local cluster, chosen explicitly: Ray warns on every start
-        # when the mode is left unset. RAY_AUTH_MODE in the environment still decides.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls every second; without
         # it each poll fails and logs a warning (and the cleaner cannot do its job).
         context = ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=True,

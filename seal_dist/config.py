@@ -37,6 +37,14 @@ class Engine(str, Enum):
 class InnerEngineKind(str, Enum):
     batched = "batched"  # K adapters per forward/backward (seal_dist/inner/batched.py)
     sequential = "sequential"  # one PEFT adapter at a time, as the reference (seal_dist/inner/sequential.py)
+    full = "full"  # every weight trained, one job at a time (CPT v2; seal_dist/inner/sequential.py FullEngine)
+
+
+class EvalMode(str, Enum):
+    """How `seal-dist eval` applies each row's self-edits."""
+
+    single = "single"  # one update per passage and self-edit (the paper's single-passage setting)
+    cpt = "cpt"  # continued pretraining: ONE update on every passage's self-edits (and each passage once)
 
 
 class Schedule(str, Enum):
@@ -235,6 +243,7 @@ class InnerConfig:
     epochs: int = MISSING  # likewise
     schedule: Schedule = MISSING
     warmup_steps: int = MISSING
+    warmup_ratio: float = MISSING  # or this fraction of an update's steps, where that is more (CPT v2: 0.03)
     batch_size: int = MISSING
     max_seq_len: int = MISSING
     pad_to: Optional[int] = MISSING  # EOS padding of every training sequence, trained on (the reference's quirk); null: none
@@ -337,9 +346,10 @@ class LoggerConfig:
 class EvalConfig:
     """`seal-dist eval`: which updates to compare on the held-out contexts."""
 
+    mode: EvalMode = MISSING
     run: Optional[str] = MISSING  # a training run directory: its final policy's self-edits and its RL curve
     policy: Optional[str] = MISSING  # or a policy adapter folder
-    self_edits_file: Optional[str] = MISSING  # SEAL-schema JSON whose `completions` are self-edits
+    self_edits_files: dict[str, str] = MISSING  # row name: SEAL-schema JSON whose `completions` are self-edits
     samples: int = MISSING  # self-edits per context from each policy (or from the file)
     temperature: float = MISSING  # sampling of the policies' self-edits
     seeds: list[int] = MISSING  # inner-loop seeds: each update is repeated with each

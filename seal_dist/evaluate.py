@@ -7,7 +7,7 @@ model with the same inner-loop settings, and the updated model is scored as in t
 Writes eval.json, eval.png (bar chart), results.jsonl and, for a training run, rl_curve.png.
 
     seal-dist eval experiment=demo_cpu eval.run=runs/<time>
-    seal-dist eval task=squad model=hf model.path=/ckpt eval.self_edits_file=../shared/data/seal/knowledge/gpt4_1_val.json
+    seal-dist eval task=squad model=hf model.path=/ckpt eval=paper_table
 """
 
 import json
@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 
 from seal_dist import config, models, stats
 from seal_dist.cluster import Components, ray_cluster
-from seal_dist.config import UserError, to_container
+from seal_dist.config import EvalMode, UserError, to_container
+from seal_dist.inner.job import InnerJob
 from seal_dist.loop import parse_error, run_jobs, sample_self_edits, succeeded
 from seal_dist.rundir import RunDir
 from seal_dist.sampling import screen
@@ -59,7 +60,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
                 edits, _ = screen.cleaned(samples, {c.id: task.prompt(c) for c in contexts}, task.parse_failure)
                 conditions.append(Condition(name, edits))
             conditions += after
-            jobs = eval_jobs(task, contexts, conditions, cfg.eval.seeds)
+            make_jobs = joint_jobs if cfg.eval.mode == EvalMode.cpt else eval_jobs
+            jobs = make_jobs(task, contexts, conditions, cfg.eval.seeds)
             records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), None)
         finally:
             parts.shutdown()
@@ -107,6 +109,31 @@ def eval_jobs(task: Task, contexts: list, conditions: list[Condition], seeds: li
                             "sample": k, "repeat": seed, "policy_version": 0, "self_edit": edit,
                             "parse_error": parse_error(task, edit), "items": task.items(ctx)}
                     jobs.append((task.make_job(job_id, ctx, edit, 0, seed), meta))
+    return jobs
+
+
+def joint_jobs(task: Task, contexts: list, conditions: list[Condition], seeds: list[int]) -> list[tuple]:
+    """Continued pretraining: per condition and seed ONE update on the training examples of every context's
+    self-edits, each distinct example once (so a passage trains once, not once per self-edit), then every
+    context's evaluation prompts; each context is scored on its share of the answers."""
+    jobs = []
+    for condition in conditions:
+        updates = [(ctx, task.make_job("", ctx, edit, 0, 0)) for ctx in contexts for edit in condition.edits[ctx.id]]
+        settings = {(u.loss_on_prompt, u.lr, u.epochs) for _, u in updates if u.examples}
+        if len(settings) > 1:
+            raise UserError(f"eval.mode=cpt: the self-edits of '{condition.name}' choose different training "
+                            "settings; one update needs one set (knowledge incorporation's use the inner loop's)")
+        loss_on_prompt, lr, epochs = settings.pop() if settings else (False, None, None)
+        examples = tuple(dict.fromkeys(ex for _, u in updates for ex in u.examples))
+        prompts = {ctx.id: u.eval_prompts for ctx, u in updates}
+        for seed in seeds[:1] if not examples else seeds:
+            job_id = f"{condition.name}|cpt|seed{seed}"
+            meta = {"round": 0, "split": "heldout", "condition": condition.name, "sample": 0, "repeat": seed,
+                    "policy_version": 0, "self_edit": None, "parse_error": None, "examples": len(examples),
+                    "shares": [({"context_id": ctx.id, "items": task.items(ctx)}, len(prompts[ctx.id])) for ctx in contexts]}
+            job = InnerJob(job_id, 0, examples, loss_on_prompt, tuple(p for ctx in contexts for p in prompts[ctx.id]),
+                           seed, lr, epochs)
+            jobs.append((job, meta))
     return jobs
 
 

@@ -164,16 +164,26 @@ def run_jobs(parts: Components, task: Task, contexts: dict, run: RunDir, tracker
     tracker.phase(r, "inner loop", len(jobs))
     new = []
     for results in parts.run_jobs([job for job, _ in todo.values()], on_progress=lambda n: tracker.advance(len(jobs) - len(todo) + n)):
-        batch = []
-        for res in results:
-            job, meta = todo[res.job_id]
-            reward = None if res.error else task.score(contexts[meta["context_id"]], res.generations)
-            batch.append({**meta, "job_id": res.job_id, "reward": reward, "error": res.error, "attempts": res.attempts,
-                          "generations": list(res.generations), "loss_before": res.loss_before,
-                          "loss_after": res.loss_after, "train_s": res.train_s, "eval_s": res.eval_s, "worker": res.worker})
+        batch = [rec for res in results for rec in job_records(task, contexts, todo[res.job_id][1], res)]
         run.append_results(batch)
         new += batch
     return new
+
+
+def job_records(task: Task, contexts: dict, meta: dict, res) -> list[dict]:
+    """A result's records, each with its reward: one, or one per context for a joint update (meta["shares"]:
+    per context, in the order of the job's evaluation prompts, its record's own fields (context_id, ...) and
+    its count of prompts)."""
+    meta = dict(meta)
+    shares, start, records = meta.pop("shares", None) or [({}, len(res.generations))], 0, []
+    for fields, n in shares:
+        own, generations, start = {**meta, **fields}, res.generations[start : start + n], start + n
+        reward = None if res.error else task.score(contexts[own["context_id"]], generations)
+        records.append({**own, "job_id": res.job_id, "reward": reward, "error": res.error,
+                        "attempts": res.attempts, "generations": list(generations), "loss_before": res.loss_before,
+                        "loss_after": res.loss_after, "train_s": res.train_s, "eval_s": res.eval_s,
+                        "worker": res.worker})
+    return records
 
 
 def succeeded(records: list[dict]) -> list[dict]:

@@ -92,6 +92,11 @@ def epoch_batches(encoded: list, epochs: int, batch_size: int, seed: int) -> lis
     return steps
 
 
+def warmup_of(cfg: "InnerConfig", total: int) -> int:
+    """Warm-up steps of an update of `total` steps: inner.warmup_steps, or inner.warmup_ratio of them if more."""
+    return max(cfg.warmup_steps, math.ceil(cfg.warmup_ratio * total))
+
+
 def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
     """The learning rate's multiplier at a step of `total`: a linear warm-up over `warmup` steps, then a
     `linear` or `cosine` decay to 0 (with no warm-up, linear is 1 - step / total)."""
@@ -136,7 +141,7 @@ def fine_tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params
     """One inner-loop update of `params` (AdamW, no weight decay, cfg's schedule and batches); each step's loss."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = epochs * math.ceil(len(examples) / cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg.schedule, warmup_of(cfg, total)))
     return train_epochs(model, tokenizer, examples, optimizer, epochs, cfg.batch_size, cfg.max_seq_len, seed, schedule,
                         loss_on_prompt, cfg.pad_to)
 

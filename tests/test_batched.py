@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from seal_dist.inner.batched import BatchedEngine
 from seal_dist.inner.engine import run_isolating_failures
 from seal_dist.inner.job import InnerJob
-from seal_dist.inner.sequential import INNER, SequentialEngine
+from seal_dist.inner.sequential import INNER, FullEngine, SequentialEngine
 from seal_dist.models import load_tokenizer
 from seal_dist.tasks.knowledge.task import KnowledgeTask
 from seal_dist.training import NO_LOSS, Example, encode, lora_config, lr_factor
@@ -142,6 +142,33 @@ def test_a_diverging_job_fails_alone_and_the_others_are_kept(setup, tiny_model):
     for want, got in zip(alone, [results[0], *results[2:]]):
         assert got.error is None and got.generations == want.generations
         assert got.loss_after == pytest.approx(want.loss_after, rel=1e-5)
+
+
+def test_the_full_engine_trains_every_weight_from_the_policy_model_each_time(setup, tiny_model, tmp_path):
+    """Continued pretraining's engine: a job trains every weight; the next starts from the policy's weights
+    again; a policy adapter is merged into them (its answers are the adapter engine's on that policy)."""
+    cfg, task, tokenizer = setup
+    inner = OmegaConf.merge(cfg.inner, {"lr": 1e-3})
+    baseline, long = jobs_of_every_shape(task)[:2]
+    full = FullEngine(model(tiny_model, torch.float32), tokenizer, inner, cfg.task.max_answer_tokens, 0)
+    before = {name: t.clone() for name, t in full.model.named_parameters()}
+    first = full.run([baseline, long])
+    assert all(not torch.equal(t, before[name]) for name, t in full.model.named_parameters())  # every weight moved
+    assert first[1].loss_after < first[1].loss_before
+    again = full.run([baseline, long])
+    assert [r.generations for r in again] == [r.generations for r in first]
+    assert again[1].loss_after == pytest.approx(first[1].loss_after, rel=1e-5)
+    adapters = SequentialEngine(model(tiny_model, torch.float32), tokenizer, inner, cfg.task.max_answer_tokens, 0)
+    assert first[0].generations == adapters.run([baseline])[0].generations  # the base model answers alike
+    torch.manual_seed(0)
+    policy_cfg = lora_config(cfg.learner.lora)
+    policy_cfg.init_lora_weights = False  # a non-zero adapter: the policy differs from the base model
+    peft.get_peft_model(model(tiny_model, torch.float32), policy_cfg).save_pretrained(str(tmp_path / "policy"))
+    on_policy = jobs_of_every_shape(task, version=1)[0]
+    for engine in (full, adapters):
+        engine.set_policy(1, str(tmp_path / "policy"))
+    merged, stacked = full.run([on_policy])[0], adapters.run([on_policy])[0]
+    assert merged.generations == stacked.generations != first[0].generations
 
 
 class OutOfMemoryAbove:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from seal_dist.evaluate import bar_chart, eval_jobs, rl_curve, summarize
+from seal_dist.evaluate import bar_chart, eval_jobs, joint_jobs, rl_curve, summarize
 from seal_dist.tasks.interface import Condition
 from seal_dist.tasks.knowledge.task import KnowledgeTask, file_self_edits, load_file
 from tests.conftest import FAST_RUN, compose_config, shared_file
@@ -110,27 +110,68 @@ def test_file_without_the_passage_is_an_error(tmp_path):
 
 
 def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, model_cache, tiny_model):
-    """The paper-scale path end to end: SQuAD passages and GPT-4.1 self-edits from the reference's files,
-    any Hugging Face model by path (the tiny model here), a trained policy adapter given by path."""
+    """The paper-scale path end to end: SQuAD passages and the paper's table (eval=paper_table: the SEAL
+    release's self-edit files, a row each), any Hugging Face model by path (the tiny model here), a trained
+    policy adapter given by path."""
     from seal_dist.evaluate import evaluate
     from seal_dist.learner.sft import PolicyTrainer
     from tests.conftest import fast_config
 
-    base_val, gpt = shared_file("knowledge/base_val.json"), shared_file("knowledge/gpt4_1_val.json")
+    base_val = shared_file("knowledge/base_val.json")
     cfg = fast_config(tmp_path, model_cache)
     policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), 1, 0).update(
         [("Passage:\n", "1. A fact.")], version=1, seed=0)
     cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", f"task.heldout_data={base_val}",
                          "model=hf", f"model.path={tiny_model}", "model.dtype=float32", "eval.contexts=2",
-                         "eval.samples=1", "eval.seeds=[0,1]", f"eval.self_edits_file={gpt}",
+                         "eval.samples=1", "eval.seeds=[0,1]", "eval=paper_table",
                          f"eval.policy={policy['path']}", "sampler.max_tokens=32", "inner.max_seq_len=128")
     rows = evaluate(cfg)
     questions = sum(len(c.questions) for c in load_file(str(base_val))[:2])
     assert [r["update"] for r in rows] == ["no update", "passage only", "round-0 self-edits", "policy v1 self-edits",
-                                           "file: gpt4_1_val"]
+                                           "passage + model's own implications", "passage + GPT-4.1 implications",
+                                           "SEAL after 2 rounds"]
     assert all(r["items"] == questions and 0 <= r["accuracy"] <= 1 for r in rows)
-    assert [r["updates"] for r in rows] == [2, 4, 4, 4, 4]
+    assert [r["updates"] for r in rows] == [2, 4, 4, 4, 4, 4, 4]
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["rows"] == rows and (tmp_path / "run" / "eval.png").exists()
     assert [o["better"] for o in saved["orderings"]] == [r["update"] for r in rows[1:]]
     assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] for r in rows)
+
+
+def test_cpt_jobs_train_one_update_per_row_on_every_passage(tmp_path):
+    """eval.mode=cpt: per row and seed one job, whose examples are every passage's self-edit sequences with
+    each passage once, and whose prompts are all the passages' questions, each passage scored on its share."""
+    cfg = compose_config("run_dir=x", "task=squad", f"task.heldout_data={shared_file('knowledge/base_val.json')}",
+                         "eval=paper_table", "eval.samples=2")
+    task = KnowledgeTask(cfg.task)
+    contexts = task.load("heldout")[:3]
+    before, after = task.conditions(contexts, cfg.eval)
+    jobs = joint_jobs(task, contexts, before + after, seeds=[0, 1])
+    assert [meta["condition"] for _, meta in jobs] == ["no update", "passage only", "passage only",
+                                                      *(name for name in cfg.eval.self_edits_files for _ in (0, 1))]
+    questions = [p for ctx in contexts for p in task.eval_prompts(ctx)]
+    assert all(job.eval_prompts == tuple(questions) for job, _ in jobs)
+    assert all([n for _, n in meta["shares"]] == [len(c.questions) for c in contexts] for _, meta in jobs)
+    passages = {f"{c.title}\n{c.text}" for c in contexts}
+    assert jobs[0][0].examples == () and {ex.completion for ex in jobs[1][0].examples} == passages
+    own, texts = jobs[3][0], [t for c in contexts for e in after[0].edits[c.id] for t in task.training_texts(c, e)]
+    assert [ex.completion for ex in own.examples] == list(dict.fromkeys(texts))  # each passage once, in order
+    assert sum(ex.completion in passages for ex in own.examples) == 3 and len(own.examples) > 3
+
+
+def test_cpt_eval_on_the_shared_files_with_a_full_fine_tune(tmp_path, tiny_model):
+    """The paper's CPT table in one command, short: the SEAL files' rows beside no update, passage only and
+    round-0 self-edits, one full fine-tune per row, every passage's record from that one update."""
+    from seal_dist.evaluate import evaluate
+
+    cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", "model=hf", f"model.path={tiny_model}",
+                         f"task.heldout_data={shared_file('knowledge/base_val.json')}", "model.dtype=float32",
+                         "eval=paper_table", "eval.mode=cpt", "inner.engine=full", "inner.lr=1e-4", "eval.contexts=2",
+                         "eval.samples=2", "eval.seeds=[0]", "sampler.max_tokens=32", "inner.max_seq_len=128")
+    rows = evaluate(cfg)
+    assert [r["update"] for r in rows] == ["no update", "passage only", "round-0 self-edits",
+                                           *cfg.eval.self_edits_files]
+    assert all(r["updates"] == 2 for r in rows)  # each passage's share of its row's one update
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * len(rows) and len({r["job_id"] for r in records}) == len(rows)
+    assert all(r["error"] is None and r["loss_after"] < r["loss_before"] for r in records if r["examples"])

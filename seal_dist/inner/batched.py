@@ -21,7 +21,8 @@ from torch import nn
 
 from seal_dist.inner.engine import check_policy
 from seal_dist.inner.job import InnerJob, InnerResult, failed
-from seal_dist.training import MAX_GRAD_NORM, NO_LOSS, collate, encode, epoch_batches, generate, lr_factor, token_losses
+from seal_dist.training import (MAX_GRAD_NORM, NO_LOSS, collate, encode, epoch_batches, generate, lr_factor, token_losses,
+                                warmup_of)
 
 if TYPE_CHECKING:
     from seal_dist.config import InnerConfig
@@ -211,7 +212,7 @@ class BatchedEngine:
             clipped = grad * (MAX_GRAD_NORM / (norms + 1e-6)).clamp(max=1.0).view(-1, 1)  # torch's clip_grad_norm_
             for i, (row, group) in enumerate(zip(rows, optimizer.param_groups)):
                 row.grad = clipped[i] if active[i] else None
-                group["lr"] = lrs[i] * lr_factor(t, len(plans[i]), self.cfg.schedule, self.cfg.warmup_steps)
+                group["lr"] = lrs[i] * lr_factor(t, len(plans[i]), self.cfg.schedule, warmup_of(self.cfg, len(plans[i])))
             optimizer.step()
             for layer in self.layers:
                 layer.A.grad = layer.B.grad = None

@@ -1,7 +1,8 @@
 """What an inner-loop engine is, and the failure rules every engine runs under (no Ray, no Hydra).
 
-Two engines implement it: `sequential.SequentialEngine` (one PEFT adapter at a time, the reference's way)
-and `batched.BatchedEngine` (K adapters in one forward/backward per step)."""
+Three engines implement it: `sequential.SequentialEngine` (one PEFT adapter at a time, the reference's way),
+`batched.BatchedEngine` (K adapters in one forward/backward per step) and `sequential.FullEngine` (every weight
+trained, for continued pretraining; "a fresh adapter" below is then a fresh copy of the policy's weights)."""
 
 from typing import Protocol
 

@@ -22,13 +22,14 @@ def worker_loop(config: dict) -> None:
 
     from seal_dist.inner.batched import BatchedEngine
     from seal_dist.inner.engine import run_isolating_failures
-    from seal_dist.inner.sequential import SequentialEngine
+    from seal_dist.inner.sequential import FullEngine, SequentialEngine
     from seal_dist.models import load_model, load_tokenizer
 
     torch.set_num_threads(config["torch_threads"])
     rank, board, inner = ray.train.get_context().get_world_rank(), config["board"], config["inner"]
     device = str(get_device()) if torch.cuda.is_available() else "cpu"  # logical GPUs on a CPU machine
-    engine_class = {InnerEngineKind.batched: BatchedEngine, InnerEngineKind.sequential: SequentialEngine}[inner.engine]
+    engine_class = {InnerEngineKind.batched: BatchedEngine, InnerEngineKind.sequential: SequentialEngine,
+                    InnerEngineKind.full: FullEngine}[inner.engine]
     engine = engine_class(load_model(config["model_path"], config["dtype"], device), load_tokenizer(config["model_path"]),
                           inner, config["max_answer_tokens"], rank)
     info = {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "device": device, "node": ray.get_runtime_context().get_node_id()}

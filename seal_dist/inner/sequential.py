@@ -1,6 +1,7 @@
 """The reference's inner loop on one device, in plain torch/transformers/peft (no Ray): the current policy
 stays resident, and each job in turn trains a fresh PEFT LoRA adapter and the adapted model answers its
-prompts. The batched engine (`batched.py`) must give the same results; this one is its yardstick."""
+prompts. The batched engine (`batched.py`) must give the same results; this one is its yardstick. The full
+engine trains every weight instead of an adapter (continued pretraining as the reference's v2 does it)."""
 
 import math
 import time
@@ -68,3 +69,34 @@ class SequentialEngine:
                                self.cfg.eval_batch_size, temperature=0.0, top_p=1.0)
         return InnerResult(job.job_id, tuple(generations), loss_before, loss_after,
                            trained - start, time.perf_counter() - trained, self.worker, None)
+
+
+class FullEngine(SequentialEngine):
+    """Each job fine-tunes every weight of the policy model, starting from a copy of them kept in host memory
+    (one more copy of the model: the base model's, when a policy adapter is merged in)."""
+
+    def __init__(self, model, tokenizer, cfg: "InnerConfig", max_answer_tokens: int, worker: int):
+        self.cfg, self.tokenizer, self.max_answer_tokens, self.worker = cfg, tokenizer, max_answer_tokens, worker
+        self.model, self.policy_version = model, 0
+        self._base = self._weights = _host_copy(model)
+
+    def set_policy(self, version: int, adapter_path: str | None) -> None:
+        """The policy's adapter merged into the base weights: the weights every job starts from."""
+        if version == self.policy_version:
+            return
+        self.model.load_state_dict(self._base)
+        if adapter_path is not None:
+            self.model = peft.PeftModel.from_pretrained(self.model, adapter_path).merge_and_unload()
+        self._weights = self._base if adapter_path is None else _host_copy(self.model)
+        self.policy_version = version
+
+    def _fresh_adapter(self, seed: int) -> list[torch.nn.Parameter]:
+        torch.manual_seed(seed)
+        self.model.load_state_dict(self._weights)
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        return list(self.model.parameters())
+
+
+def _host_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}

@@ -131,8 +131,8 @@ class ArcTask:
     def conditions(self, contexts: list[ArcProblem], eval_cfg: DictConfig) -> tuple[list[Condition], list[Condition]]:
         """In-context learning (no update) before the policies; after them the oracle: per task, the best of
         the configured grid of configurations."""
-        if eval_cfg.self_edits_file is not None:
-            raise UserError("eval.self_edits_file: self-edits from a file are for knowledge incorporation")
+        if eval_cfg.self_edits_files:
+            raise UserError("eval.self_edits_files: self-edits from files are for knowledge incorporation")
         grid = [to_json(edit) for edit in self.oracle_grid()]
         return [Condition(IN_CONTEXT, {c.id: [None] for c in contexts})], \
             [Condition(ORACLE, {c.id: grid for c in contexts}, best_of=True)]

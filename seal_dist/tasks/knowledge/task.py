@@ -110,10 +110,11 @@ class KnowledgeTask:
         return len(ctx.questions)
 
     def conditions(self, contexts: list[Context], eval_cfg: DictConfig) -> tuple[list[Condition], list[Condition]]:
-        """No update and the passage alone before the policies; self-edits from a SEAL-schema file after them."""
+        """No update and the passage alone before the policies; after them, self-edits from each SEAL-schema file
+        (eval.self_edits_files, a row each under its name)."""
         before = [Condition(NO_UPDATE, {c.id: [None] for c in contexts}), Condition(PASSAGE, {c.id: [""] for c in contexts})]
-        path = eval_cfg.self_edits_file
-        after = [] if path is None else [Condition(f"file: {Path(path).stem}", file_self_edits(path, contexts, eval_cfg.samples))]
+        after = [Condition(name, file_self_edits(path, contexts, eval_cfg.samples))
+                 for name, path in eval_cfg.self_edits_files.items()]
         return before, after
 
     def use_tokenizer(self, tokenizer) -> None:
