@@ -20,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 class Metric(str, Enum):
     exact_match = "exact_match"
     f1 = "f1"
+    judge = "judge"  # an LLM judge's yes/no, as the SEAL reference grades (task.grader.judge)
 
 
 class AnswerSpan(str, Enum):
@@ -87,6 +88,40 @@ class KnowledgePretrainingConfig:
 
 
 @dataclass
+class JudgeServerConfig:
+    """A vLLM OpenAI server seal-dist starts on the cluster (a Ray actor) to serve the judge."""
+
+    model_path: str = MISSING  # the judge's checkpoint folder
+    num_gpus: float = MISSING  # the server actor's GPU share
+    port: int = MISSING  # on the node it runs on; 0: a free one
+    args: list[str] = MISSING  # further `vllm.entrypoints.openai.api_server` arguments
+    env_vars: dict[str, str] = MISSING
+    startup_timeout_s: float = MISSING
+
+
+@dataclass
+class JudgeConfig:
+    """An LLM judge behind any OpenAI-compatible endpoint (the `openai` client's chat completions)."""
+
+    base_url: Optional[str] = MISSING  # e.g. https://api.openai.com/v1; null: the server `serve` starts
+    serve: Optional[JudgeServerConfig] = None
+    model: str = MISSING  # the model name the endpoint serves
+    api_key_env: Optional[str] = MISSING  # the environment variable that holds the API key; null: none
+    prompt: str = MISSING  # fields {question}, {gold}, {pred}; correct iff the reply says "yes" and not "no"
+    max_tokens: int = MISSING
+    concurrency: int = MISSING  # requests in flight at once
+    retries: int = MISSING  # per request, with the client's exponential back-off
+    timeout_s: float = MISSING  # per request
+    cache: str = MISSING  # SQLite file of verdicts, keyed by model, parameters and prompt; shared across runs
+
+
+@dataclass
+class GraderConfig:
+    kind: Metric = MISSING
+    judge: Optional[JudgeConfig] = None  # kind=judge
+
+
+@dataclass
 class KnowledgeTaskConfig:
     name: str = MISSING  # "knowledge"
     train_data: str = MISSING  # "synthetic" or a JSON file in the SEAL reference schema
@@ -95,7 +130,7 @@ class KnowledgeTaskConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     question_template: str = MISSING  # fields: {title}, {question}
     answer_template: str = MISSING  # fields: {question}
-    metric: Metric = MISSING
+    grader: GraderConfig = field(default_factory=GraderConfig)
     answer_span: AnswerSpan = MISSING
     max_answer_tokens: int = MISSING
     max_sequences: Optional[int] = MISSING  # the first this many of a self-edit's sequences train; null: all

@@ -72,7 +72,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         keys = dict.fromkeys(key for d in described for key in d)
         row.update({key: mean(d[key] for d in described if key in d) for key in keys})
     (out.root / "eval.json").write_text(json.dumps(
-        {"rows": rows, "orderings": gaps, "contexts": len(contexts), "confidence": cfg.eval.confidence}, indent=2))
+        {"rows": rows, "orderings": gaps, "contexts": len(contexts), "confidence": cfg.eval.confidence,
+         "grading": task.counters()}, indent=2))
     bar_chart(rows, out.root / "eval.png")
     if cfg.eval.run is not None:
         rl_curve(RunDir(cfg.eval.run).summary(), out.root / "rl_curve.png")

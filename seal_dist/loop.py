@@ -54,7 +54,8 @@ def train(cfg: DictConfig) -> dict:
                 mine = [rec for rec in records if rec["round"] == r]
                 timing.lap("inner")
                 if final:
-                    summary["final"] = {"policy_version": version, **heldout_accuracy(mine), **bad_output}
+                    summary["final"] = {"policy_version": version, **heldout_accuracy(mine), **bad_output,
+                                        **task.counters()}
                     tracker.log_final(summary["final"])
                 else:
                     scored = score_self_edits(mine, {c.id: task.prompt(c) for c in contexts})
@@ -66,8 +67,8 @@ def train(cfg: DictConfig) -> dict:
                         state = {"round": r, "policy_version": update["version"], "policy_path": update["path"]}
                         parts.publish(update["version"], update["path"])
                     timing.lap("learn")
-                    row = round_row(r, version, mine, scored, kept, update, {**heldout_accuracy(mine), **bad_output},
-                                    timing.laps)
+                    row = round_row(r, version, mine, scored, kept, update,
+                                    {**heldout_accuracy(mine), **bad_output, **task.counters()}, timing.laps)
                     summary["rounds"].append(row)
                     tracker.log_round(row, [vars(s) for s in scored])
                 run.save_summary(summary)
@@ -157,16 +158,17 @@ def parse_error(task: Task, self_edit: str | None) -> str | None:
 
 def run_jobs(parts: Components, task: Task, contexts: dict, run: RunDir, tracker, jobs,
              records, r: int | None) -> list[dict]:
-    """Runs the jobs not already in `records` (a resumed round), recording each result as it arrives; `r`
-    labels the progress bar (None: not a training round)."""
+    """Runs the jobs not already in `records` (a resumed round), recording each result as soon as it is scored
+    (a grading that fails loses none before it); `r` labels the progress bar (None: not a training round)."""
     done = {rec["job_id"] for rec in records}
     todo = {job.job_id: (job, meta) for job, meta in jobs if job.job_id not in done}
     tracker.phase(r, "inner loop", len(jobs))
     new = []
     for results in parts.run_jobs([job for job, _ in todo.values()], on_progress=lambda n: tracker.advance(len(jobs) - len(todo) + n)):
-        batch = [rec for res in results for rec in job_records(task, contexts, todo[res.job_id][1], res)]
-        run.append_results(batch)
-        new += batch
+        for res in results:
+            scored = job_records(task, contexts, todo[res.job_id][1], res)
+            run.append_results(scored)
+            new += scored
     return new
 
 

@@ -43,6 +43,9 @@ class Task(Protocol):
     def items(self, ctx: Any) -> int:
         """How many graded items (questions, test inputs) the context has."""
 
+    def counters(self) -> dict[str, int]:
+        """What grading has cost so far in this process (the judge's calls and cache hits), for the metrics."""
+
     def describe(self, ctx: Any, self_edit: str | None) -> dict[str, float]:
         """What a self-edit writes or chooses, as numbers `seal-dist eval` averages per row ({}: no update)."""
 

@@ -116,6 +116,9 @@ class ArcTask:
     def items(self, ctx: ArcProblem) -> int:
         return len(ctx.tests)
 
+    def counters(self) -> dict[str, int]:
+        return {}  # grading is a comparison of grids
+
     def describe(self, ctx: ArcProblem, self_edit: str | None) -> dict[str, float]:
         """What the self-edit chose: whether it parses, its families and strategy, its (clamped) learning rate
         and epochs, and whether it trains at all (it parses and passes the cost guard)."""

@@ -12,6 +12,7 @@ from seal_dist.inner.job import InnerJob
 from seal_dist.tasks.files import read_json
 from seal_dist.tasks.interface import Condition
 from seal_dist.tasks.knowledge import grading, pretraining, world
+from seal_dist.tasks.knowledge.judge import Judge
 from seal_dist.tasks.knowledge.segments import update_texts
 from seal_dist.training import Example
 
@@ -80,6 +81,9 @@ NO_UPDATE, PASSAGE = "no update", "passage only"
 class KnowledgeTask:
     def __init__(self, cfg: KnowledgeTaskConfig):
         self.cfg = cfg
+        if cfg.grader.kind == Metric.judge and cfg.grader.judge is None:
+            raise UserError("task.grader.kind=judge needs task.grader.judge (task/grader=judge or judge_vllm)")
+        self.judge = Judge(cfg.grader.judge) if cfg.grader.kind == Metric.judge else None
 
     def load(self, split: str) -> list[Context]:
         """`train` or `heldout` contexts, from the synthetic world or a SEAL-schema file; or `pretraining`: the
@@ -153,10 +157,19 @@ class KnowledgeTask:
         return span(generation)
 
     def score(self, ctx: Context, generations: tuple[str, ...]) -> float:
-        """Accuracy of the generations on the context's questions (the reward of SEAL's inner loop)."""
-        grade = grading.exact_match if self.cfg.metric == Metric.exact_match else grading.f1
+        """Accuracy of the generations on the context's questions (the reward of SEAL's inner loop), by
+        task.grader: exact match, token F1, or the LLM judge's verdicts."""
         answers = [self.answer(g) for g in generations]
-        return sum(grade(a, q.answer) for a, q in zip(answers, ctx.questions, strict=True)) / len(ctx.questions)
+        pairs = list(zip(answers, ctx.questions, strict=True))
+        if self.judge is not None:
+            grades = self.judge.grade([(q.question, q.answer, a) for a, q in pairs])
+        else:
+            grade = grading.exact_match if self.cfg.grader.kind == Metric.exact_match else grading.f1
+            grades = [grade(a, q.answer) for a, q in pairs]
+        return sum(grades) / len(ctx.questions)
+
+    def counters(self) -> dict[str, int]:
+        return {} if self.judge is None else {"judge/calls": self.judge.calls, "judge/cache_hits": self.judge.cache_hits}
 
 
 def file_self_edits(path: str, contexts: list[Context], samples: int) -> dict[str, list[str]]:
