@@ -44,7 +44,7 @@ def test_prompt_presets_are_the_papers():
     ("inner.lora.rank=3", "Key 'rank' not in 'LoraConfig'"),
     ("contexts=3", "Key 'contexts' not in 'Config'"),
     ("inner.lr=abc", "could not be converted to Float"),
-    ("task.metric=bleu", "Invalid value 'bleu'"),
+    ("task.grader.kind=bleu", "Invalid value 'bleu'"),
 ])
 def test_bad_override_fails_naming_the_key(override, message):
     with pytest.raises(ConfigCompositionException) as err:

