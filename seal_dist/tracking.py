@@ -19,7 +19,7 @@ COLUMNS = ("round", "policy_version", "reward_mean", "reward_max", "baseline_mea
 class Tracker:
     def __init__(self, cfg: LoggerConfig, run_dir: str, config: dict, show_progress: bool, verbose: bool):
         self.cfg = cfg
-        self.console = Console()
+        self.console = Console(log_path=False)  # a round line is the time and the round, not tracking.py:NN
         self.run = wandb.init(
             mode=cfg.mode.value, project=cfg.project, entity=cfg.entity, group=cfg.group, tags=list(cfg.tags), dir=run_dir,
             config=config, id=_run_id(run_dir), resume="allow", settings=wandb.Settings(silent=not verbose),
