@@ -35,6 +35,8 @@ def test_the_reference_verdict_rule_and_empty_answers(tmp_path):
     assert judge.calls == judge.cache_hits == 0
     with pytest.raises(JudgeError, match=f"the judge endpoint {UNREACHABLE} failed after 0 retries"):
         Judge(judge_config(tmp_path, base_url=UNREACHABLE, retries=0).grader.judge).grade([("Who?", "Kim", "Kim")])
+    with pytest.raises(UserError, match="concurrency must be at least 1"):
+        Judge(judge_config(tmp_path, base_url=UNREACHABLE, concurrency=0).grader.judge)
     with pytest.raises(UserError, match="environment variable SEAL_DIST_NO_SUCH_KEY is not set"):
         Judge(judge_config(tmp_path, api_key_env="SEAL_DIST_NO_SUCH_KEY").grader.judge)
 

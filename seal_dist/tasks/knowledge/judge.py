@@ -40,6 +40,9 @@ class Judge:
     def __init__(self, cfg: JudgeConfig):
         if cfg.base_url is None and cfg.serve is None:
             raise UserError("task.grader.judge: set base_url (an OpenAI-compatible endpoint) or serve (a vLLM server)")
+        if cfg.concurrency < 1 or cfg.retries < 0:
+            raise UserError(f"task.grader.judge: concurrency must be at least 1 and retries at least 0, got "
+                            f"{cfg.concurrency} and {cfg.retries}")
         if cfg.api_key_env is not None and cfg.api_key_env not in os.environ:
             raise UserError(f"task.grader.judge.api_key_env: the environment variable {cfg.api_key_env} is not set")
         self.cfg, self.calls, self.cache_hits = cfg, 0, 0
