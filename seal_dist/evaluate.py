@@ -65,6 +65,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
             records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), None)
         finally:
             parts.shutdown()
+            task.close()
             tracker.close()
     rows, gaps = summarize(records, conditions, cfg.eval)
     for row, condition in zip(rows, conditions):  # what each kind of update writes or chooses, on average

@@ -75,6 +75,7 @@ def train(cfg: DictConfig) -> dict:
                 run.save_checkpoint({**state, "round": r})
         finally:
             parts.shutdown()
+            task.close()
             tracker.close()
     tracker.print_table(summary["rounds"], summary.get("final"))
     return summary

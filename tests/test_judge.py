@@ -4,6 +4,7 @@ cache with no call; an unreachable endpoint stops a run with an error naming it,
 
 import json
 
+import psutil
 import pytest
 from omegaconf import OmegaConf
 
@@ -41,6 +42,11 @@ def test_the_reference_verdict_rule_and_empty_answers(tmp_path):
         Judge(judge_config(tmp_path, api_key_env="SEAL_DIST_NO_SUCH_KEY").grader.judge)
 
 
+def engine_cores() -> list[int]:
+    """vLLM engine-core processes (the sampler engines run theirs in-process: only a server starts one)."""
+    return [p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::EngineCor")]
+
+
 def records(run) -> list[dict]:
     return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
 
@@ -51,6 +57,7 @@ def test_a_vllm_judge_grades_an_eval_and_its_cache_serves_the_second_grading(tmp
                       f"task.grader.judge.serve.model_path={tiny_model}", "task.grader.judge.serve.num_gpus=0")
     cfg.task.grader.judge.serve.args, cfg.task.grader.judge.serve.env_vars = SERVER_ARGS, SERVER_ENV
     rows = evaluate(cfg)
+    assert engine_cores() == []  # the server's whole process group ended with the run
     graded = records(tmp_path / "a" / "run")
     grading = json.loads((tmp_path / "a" / "run" / "eval.json").read_text())["grading"]
     assert rows and all(r["reward"] is not None for r in graded)

@@ -43,6 +43,9 @@ class Task(Protocol):
     def items(self, ctx: Any) -> int:
         """How many graded items (questions, test inputs) the context has."""
 
+    def close(self) -> None:
+        """Stops what the task started on the cluster (the judge's server); called before Ray shuts down."""
+
     def counters(self) -> dict[str, int]:
         """What grading has cost so far in this process (the judge's calls and cache hits), for the metrics."""
 

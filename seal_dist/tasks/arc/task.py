@@ -116,6 +116,9 @@ class ArcTask:
     def items(self, ctx: ArcProblem) -> int:
         return len(ctx.tests)
 
+    def close(self) -> None:
+        pass  # nothing started
+
     def counters(self) -> dict[str, int]:
         return {}  # grading is a comparison of grids
 

@@ -3,6 +3,7 @@ endpoint through the `openai` client, or a vLLM OpenAI server that seal-dist sta
 cached in SQLite (keyed by the judge model, its parameters and the filled-in prompt), so that no answer is graded
 twice across rounds, runs and evaluations; a failed request is never cached."""
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -88,6 +89,12 @@ class Judge:
             self.calls += 1
         return reply
 
+    def close(self) -> None:
+        """Stops the judge's vLLM server, if this judge started one."""
+        if self._server is not None:
+            ray.get(self._server.stop.remote())
+            self._server, self._client, self.base_url = None, None, self.cfg.base_url
+
     def _connect(self) -> openai.OpenAI:
         """The client, once; the first call starts the judge's vLLM server when one is configured."""
         if self._client is None:
@@ -104,15 +111,17 @@ class Judge:
 
 
 class JudgeServer:
-    """A Ray actor that runs a vLLM OpenAI server on its node (its output goes to the actor's log files); the
-    server dies with the actor."""
+    """A Ray actor that runs a vLLM OpenAI server on its node (its output goes to the actor's log files). `stop`
+    ends the server's whole process group (its engine-core process too); should the actor die first, the server
+    gets SIGTERM (its engine-core process may then outlive it)."""
 
     def __init__(self, cfg: JudgeServerConfig, served_name: str):
         port = cfg.port or _free_port()
         self.url = f"http://{ray.util.get_node_ip_address()}:{port}/v1"
         command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.model_path,
                    "--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port), *cfg.args]
-        self.process = subprocess.Popen(command, env={**os.environ, **cfg.env_vars}, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(command, env={**os.environ, **cfg.env_vars}, preexec_fn=_die_with_parent,
+                                        start_new_session=True)  # its own process group: stop() ends all of it
 
     def ready(self, timeout_s: float) -> str:
         """The server's URL once its /health answers; raises if it exits or does not answer in time."""
@@ -131,6 +140,16 @@ class JudgeServer:
             raise RuntimeError(f"the judge's vLLM server exited with code {code} before answering (its output: "
                                "the run's logs/, this actor's worker-*.err)")
         raise TimeoutError(f"the judge's vLLM server at {self.url} did not answer /health in {timeout_s:.0f} s")
+
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group; SIGKILL to what is left of it (its engine-core process does not
+        end with the server) once the server has exited, or after a minute."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _free_port() -> int:

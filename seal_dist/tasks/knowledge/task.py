@@ -168,6 +168,10 @@ class KnowledgeTask:
             grades = [grade(a, q.answer) for a, q in pairs]
         return sum(grades) / len(ctx.questions)
 
+    def close(self) -> None:
+        if self.judge is not None:
+            self.judge.close()
+
     def counters(self) -> dict[str, int]:
         return {} if self.judge is None else {"judge/calls": self.judge.calls, "judge/cache_hits": self.judge.cache_hits}
 
