@@ -102,7 +102,10 @@ class Judge:
                 serve = self.cfg.serve
                 self._server = ray.remote(JudgeServer).options(num_gpus=serve.num_gpus, num_cpus=1).remote(
                     serve, self.cfg.model)
-                self.base_url = ray.get(self._server.ready.remote(serve.startup_timeout_s))
+                try:
+                    self.base_url = ray.get(self._server.ready.remote(serve.startup_timeout_s))
+                except ray.exceptions.RayTaskError as e:
+                    raise JudgeError(f"the judge's vLLM server ({serve.model_path}) did not start: {e.cause}") from e
                 print(f"judge: {self.cfg.model} served at {self.base_url}", flush=True)
             key = "none" if self.cfg.api_key_env is None else os.environ[self.cfg.api_key_env]
             self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=self.cfg.retries,
