@@ -25,7 +25,8 @@ from rich.table import Table
 
 from seal_dist import config, models
 from seal_dist.config import UserError
-from seal_dist.rundir import RunDir, write_atomic
+from seal_dist.models import Policy
+from seal_dist.rundir import policy_at, write_atomic
 from seal_dist.selfupdate import SelfUpdater, check_lengths, locality_probes
 from seal_dist.tasks.interface import create
 from seal_dist.tasks.knowledge.task import Context, KnowledgeTask, load_file
@@ -55,29 +56,16 @@ def load_documents(path: str) -> list[Context]:
     return docs
 
 
-def policy_adapter(path: str | None) -> str | None:
-    """The PEFT adapter folder that adapt.policy names: a training run's final policy, or the folder itself."""
-    if path is None:
-        return None
-    if (Path(path) / "adapter_config.json").is_file():
-        return path
-    if (Path(path) / "config.yaml").is_file():
-        checkpoint = RunDir.existing(path, "adapt.policy").checkpoint()
-        if checkpoint is None or checkpoint["policy_path"] is None:
-            raise UserError(f"adapt.policy={path}: the run has no trained policy yet (no checkpoint with a policy)")
-        return checkpoint["policy_path"]
-    raise UserError(f"adapt.policy={path}: neither a PEFT adapter folder (adapter_config.json) nor a seal-dist run")
-
-
 def load_adapted(cfg: DictConfig, task: KnowledgeTask, docs: list[Context]):
-    """The base model with the policy merged in, and its tokenizer; documents too long for it are refused."""
-    adapter = policy_adapter(cfg.adapt.policy)
-    path = models.resolve_path(cfg.model, task)
-    tokenizer = models.load_tokenizer(path)
+    """The policy's model with its adapter merged in (the base model without adapt.policy), and its tokenizer;
+    documents too long for it are refused."""
+    base = models.resolve_path(cfg.model, task)
+    policy = Policy(0, base, None) if cfg.adapt.policy is None else policy_at(cfg.adapt.policy, "adapt.policy", base, 1)
+    tokenizer = models.load_tokenizer(policy.model)
     check_lengths(task, tokenizer, docs, cfg.sampler.max_tokens, cfg.sampler.max_model_len)
-    model = models.load_model(path, "float32", "cpu")
-    if adapter is not None:
-        model = peft.PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model = models.load_model(policy.model, "float32", "cpu")
+    if policy.adapter is not None:
+        model = peft.PeftModel.from_pretrained(model, policy.adapter).merge_and_unload()
     return model, tokenizer
 
 

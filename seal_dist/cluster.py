@@ -13,6 +13,7 @@ from seal_dist.config import ResourcesConfig, UserError
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
 from seal_dist.learner.sft import PolicyTrainer
+from seal_dist.models import Policy
 from seal_dist.sampling.pool import SamplerPool
 from seal_dist.sampling.screen import Sample
 
@@ -45,34 +46,31 @@ def ray_cluster(cfg: ResourcesConfig, logs: Path, verbose: bool) -> Iterator[Non
 
 
 class Components:
-    def __init__(self, cfg: DictConfig, model_path: str, policy_dir: str | None):
-        """Starts the sampler engines, the inner-loop pool and, given a policy_dir, the learner, each on the
-        nodes that have its `resources.placement` resources."""
+    def __init__(self, cfg: DictConfig, model_path: str, policy_dir: str | None, policy: Policy):
+        """Starts the sampler engines, the inner-loop pool (on the base model, `model_path`) and, given a
+        policy_dir, the learner, each on the nodes that have its `resources.placement` resources, all of them
+        on `policy` (version 0: the base model; a resumed run's policy otherwise)."""
         threads, dtype, placement = cfg.resources.torch_threads, cfg.model.dtype, cfg.resources.placement
         nodes = sum(node["Alive"] for node in ray.nodes())
         if nodes > 1 and cfg.resources.train_storage is None:
             raise UserError(f"the Ray cluster has {nodes} nodes: set resources.train_storage to storage every node "
                             "reaches (s3://bucket/path or a shared mount), where Ray Train keeps its run state")
-        self.sampler = SamplerPool(cfg, model_path)
+        # the learner and the Train workers start in the background while the sampler's engines start
         self.learner = None if policy_dir is None else ray.remote(PolicyTrainer).options(
             num_gpus=cfg.learner.num_gpus, num_cpus=1, resources=dict(placement.learner)
-        ).remote(model_path, dtype, cfg.learner, policy_dir, threads, cfg.seed)
+        ).remote(policy.model, dtype, cfg.learner, policy_dir, threads, cfg.seed)
         storage = cfg.resources.train_storage or str(Path(cfg.run_dir).resolve() / "ray_train")
         self.pool = InnerPool(cfg.inner, model_path, dtype, cfg.task.max_answer_tokens, threads, storage,
                               max_failures=cfg.inner.max_failures, resources=dict(placement.inner))
+        self.pool.publish_policy(policy)
+        self.sampler = SamplerPool(cfg, policy)
+        if self.learner is not None and policy.adapter is not None:
+            ray.get(self.learner.restore.remote(policy.adapter))
 
-    @classmethod
-    def start(cls, cfg: DictConfig, model_path: str, policy_dir: str, version: int, adapter_path: str | None):
-        parts = cls(cfg, model_path, policy_dir)
-        if adapter_path is not None:
-            ray.get(parts.learner.restore.remote(version))
-        parts.publish(version, adapter_path)
-        return parts
-
-    def publish(self, version: int, adapter_path: str | None) -> None:
-        """Makes `version` the policy that samples self-edits and that inner-loop jobs update."""
-        self.pool.publish_policy(version, adapter_path)
-        self.sampler.use_policy(version, adapter_path)
+    def publish(self, policy: Policy) -> None:
+        """Makes `policy` the policy that samples self-edits and that inner-loop jobs update."""
+        self.pool.publish_policy(policy)
+        self.sampler.use_policy(policy)
 
     def sample(self, prompts: list[str], n: int, temperature: float, seed: int) -> list[list[Sample]]:
         """n self-edits per prompt from the current policy (see SamplerPool.sample)."""

@@ -345,6 +345,10 @@ class LearnerConfig:
     batch_size: int = MISSING
     max_seq_len: int = MISSING
     num_gpus: float = MISSING
+    # false: the policy is one LoRA adapter on the base model, trained further every round; true: each round's
+    # adapter is merged into the weights (the paper's way), saved as a model folder, and the next round starts a
+    # fresh adapter on it (sampler engines restart and inner workers reload on each new model)
+    merge: bool = MISSING
 
 
 @dataclass
@@ -383,7 +387,7 @@ class EvalConfig:
 
     mode: EvalMode = MISSING
     run: Optional[str] = MISSING  # a training run directory: its final policy's self-edits and its RL curve
-    policy: Optional[str] = MISSING  # or a policy adapter folder
+    policy: Optional[str] = MISSING  # or by path: a PEFT adapter folder or a model folder (merged)
     self_edits_files: dict[str, str] = MISSING  # row name: SEAL-schema JSON whose `completions` are self-edits
     samples: int = MISSING  # self-edits per context from each policy (or from the file)
     temperature: float = MISSING  # sampling of the policies' self-edits
@@ -398,7 +402,7 @@ class EvalConfig:
 class AdaptConfig:
     """`seal-dist adapt`: new documents taken in, one self-edit and one bounded update each, in sequence."""
 
-    policy: Optional[str] = MISSING  # a training run directory, a policy adapter folder, or null: the base model
+    policy: Optional[str] = MISSING  # a training run, a PEFT adapter folder, a model folder, or null: the base model
     documents: Optional[str] = MISSING  # a SEAL-schema JSON file, or a folder of .txt files (one document each)
     output: Optional[str] = MISSING  # the folder the adapted model and its report are written to
     resume: bool = MISSING  # continue the sequence an interrupted adapt left in `output`

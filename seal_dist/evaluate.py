@@ -25,7 +25,8 @@ from seal_dist.cluster import Components, ray_cluster
 from seal_dist.config import EvalMode, UserError, to_container
 from seal_dist.inner.job import InnerJob
 from seal_dist.loop import parse_error, run_jobs, sample_self_edits, succeeded
-from seal_dist.rundir import RunDir
+from seal_dist.models import Policy
+from seal_dist.rundir import RunDir, policy_at
 from seal_dist.sampling import screen
 from seal_dist.tasks.interface import Condition, Task, create
 from seal_dist.tracking import Tracker
@@ -34,26 +35,25 @@ from seal_dist.train import CONF_DIR
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
-ADAPTER_ID = 10**6  # the sampler's LoRA id for an adapter given by path (training versions count from 1)
+POLICY_ID = 10**6  # the sampler's version of the policy given by path (training versions count from 1)
 
 
 def evaluate(cfg: DictConfig) -> list[dict]:
     task = create(cfg)
     contexts = task.load("heldout")[: cfg.eval.contexts]
-    compared = policies(cfg.eval)  # the run, adapter and files the settings name are checked before Ray starts
     before, after = task.conditions(contexts, cfg.eval)
     model_path = models.resolve_path(cfg.model, task)
+    compared = policies(cfg.eval, model_path)  # the run and policy the settings name are checked before Ray starts
     task.use_tokenizer(models.load_tokenizer(model_path))
     out = RunDir(cfg.run_dir)
     out.save_config(cfg)
     with ray_cluster(cfg.resources, out.root / "logs", cfg.verbose):
         tracker = Tracker(cfg.logger, str(out.root.resolve()), to_container(cfg), cfg.progress, cfg.verbose)
-        parts = Components(cfg, model_path, policy_dir=None)
-        parts.publish(0, None)  # every update is applied to the base model
+        parts = Components(cfg, model_path, None, Policy(0, model_path, None))  # updates apply to the base model
         try:
             conditions = list(before)
-            for name, version, path in compared:
-                parts.sampler.use_policy(version, path)
+            for name, policy in compared:
+                parts.sampler.use_policy(policy)
                 tracker.phase(None, f"sampling self-edits: {name}", 1)
                 samples = sample_self_edits(parts, task, contexts, cfg.eval.samples, cfg.eval.temperature, cfg.seed,
                                             cfg.sampler.parse_tries)
@@ -82,21 +82,20 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-def policies(cfg) -> list[tuple[str, int, str | None]]:
-    """(name, version, adapter) of each policy whose self-edits are compared: the base model (round 0) and
-    the trained policy, if one is given."""
-    found = [("round-0 self-edits", 0, None)]
+def policies(cfg, base_model: str) -> list[tuple[str, Policy]]:
+    """Each policy whose self-edits are compared, with its name: the base model (round 0), the trained policy
+    of `eval.run` if it has one, and `eval.policy`."""
+    found = [("round-0 self-edits", Policy(0, base_model, None))]
     if cfg.run is not None:
-        checkpoint = RunDir.existing(cfg.run, "eval.run").checkpoint()
-        if checkpoint is None:
+        run = RunDir.existing(cfg.run, "eval.run")
+        if run.checkpoint() is None:
             raise UserError(f"eval.run={cfg.run}: the run has not finished a round (no checkpoint.json)")
-        if checkpoint["policy_path"] is not None:
-            found.append((f"policy v{checkpoint['policy_version']} self-edits", checkpoint["policy_version"],
-                          checkpoint["policy_path"]))
+        policy = run.policy(base_model)
+        if policy.version > 0:
+            found.append((f"policy v{policy.version} self-edits", policy))
     if cfg.policy is not None:
-        if not (Path(cfg.policy) / "adapter_config.json").is_file():
-            raise UserError(f"eval.policy={cfg.policy}: not a PEFT adapter folder (no adapter_config.json)")
-        found.append((f"policy {Path(cfg.policy).name} self-edits", ADAPTER_ID, cfg.policy))
+        found.append((f"policy {Path(cfg.policy).name} self-edits", policy_at(cfg.policy, "eval.policy", base_model,
+                                                                                POLICY_ID)))
     return found
 
 

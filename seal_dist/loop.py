@@ -34,14 +34,14 @@ def train(cfg: DictConfig) -> dict:
     run = RunDir(cfg.run_dir)  # written once the data and the model are found
     run.save_config(cfg)
     by_id = {c.id: c for c in train_contexts + heldout}
-    state = run.checkpoint() or {"round": -1, "policy_version": 0, "policy_path": None}
+    first, policy = (run.checkpoint() or {"round": -1})["round"] + 1, run.policy(model_path)
     summary, records = run.summary(), run.results()
     with ray_cluster(cfg.resources, run.root / "logs", cfg.verbose):
         tracker = Tracker(cfg.logger, str(run.root.resolve()), to_container(cfg), cfg.progress, cfg.verbose)
-        parts = Components.start(cfg, model_path, str(run.policy_dir), state["policy_version"], state["policy_path"])
+        parts = Components(cfg, model_path, str(run.policy_dir), policy)
         try:
-            for r in range(state["round"] + 1, cfg.rounds + 1):
-                final, version, timing = r == cfg.rounds, state["policy_version"], Timer()
+            for r in range(first, cfg.rounds + 1):
+                final, version, timing = r == cfg.rounds, policy.version, Timer()
                 contexts = [] if final else contexts_for_round(train_contexts, cfg.contexts_per_round, cfg.seed, r)
                 samples = run.load_samples(r)  # a resumed round keeps the self-edits it already scored
                 if samples is None:
@@ -64,15 +64,15 @@ def train(cfg: DictConfig) -> dict:
                     tracker.phase(r, f"learner: SFT on {len(kept)} self-edits", 1)
                     update = parts.learn([(s.prompt, s.self_edit) for s in kept], version + 1, cfg.seed + r)
                     if update is not None:
-                        state = {"round": r, "policy_version": update["version"], "policy_path": update["path"]}
-                        parts.publish(update["version"], update["path"])
+                        policy = update["policy"]
+                        parts.publish(policy)
                     timing.lap("learn")
                     row = round_row(r, version, mine, scored, kept, update,
                                     {**heldout_accuracy(mine), **bad_output, **task.counters()}, timing.laps)
                     summary["rounds"].append(row)
                     tracker.log_round(row, [vars(s) for s in scored])
                 run.save_summary(summary)
-                run.save_checkpoint({**state, "round": r})
+                run.save_checkpoint(r, policy)
         finally:
             parts.shutdown()
             task.close()

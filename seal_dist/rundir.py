@@ -4,8 +4,9 @@
     results.jsonl    one record per finished inner-loop job, appended as results arrive
     summary.json     {"rounds": [...], "final": {...}}, rewritten after every round
     rounds/<r>/samples.json   the round's sampled self-edits (reused if the round is resumed)
-    checkpoint.json  the last complete round and the policy version it produced
-    policy/v<n>/     policy adapters in PEFT format
+    checkpoint.json  the last complete round and the policy it produced
+    policy/v<n>/     policy adapters in PEFT format (with learner.merge: each round's adapter alone)
+    policy/v<n>-model/  with learner.merge: the model with every round's adapter up to n merged in
 """
 
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from seal_dist.config import UserError
+from seal_dist.models import Policy
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -87,5 +89,29 @@ class RunDir:
     def checkpoint(self) -> dict | None:
         return json.loads(self.checkpoint_path.read_text()) if self.checkpoint_path.exists() else None
 
-    def save_checkpoint(self, state: dict) -> None:
+    def policy(self, base_model: str) -> Policy:
+        """The policy of the last complete round (before the first: version 0, the base model)."""
+        c = self.checkpoint() or {"policy_version": 0, "policy_path": None}
+        # a checkpoint written before learner.merge existed names no model folder: its policy is on the base model
+        return Policy(c["policy_version"], c.get("policy_model", base_model), c["policy_path"])
+
+    def save_checkpoint(self, round_: int, policy: Policy) -> None:
+        state = {"round": round_, "policy_version": policy.version, "policy_path": policy.adapter,
+                 "policy_model": policy.model}
         write_atomic(self.checkpoint_path, json.dumps(state, indent=2))
+
+
+def policy_at(path: str, key: str, base_model: str, version: int) -> Policy:
+    """The policy that the setting `key` names by path: a PEFT adapter folder (on the base model; served as
+    `version`), a model folder (a merged policy, likewise), or a seal-dist run (its last round's policy)."""
+    if (Path(path) / "adapter_config.json").is_file():
+        return Policy(version, base_model, path)
+    if (Path(path) / "config.json").is_file():
+        return Policy(version, path, None)
+    if (Path(path) / "config.yaml").is_file():
+        policy = RunDir.existing(path, key).policy(base_model)
+        if policy.version == 0:
+            raise UserError(f"{key}={path}: the run has no trained policy yet (no checkpoint with a policy)")
+        return policy
+    raise UserError(f"{key}={path}: neither a PEFT adapter folder (adapter_config.json), a model folder "
+                    "(config.json) nor a seal-dist run (config.yaml)")

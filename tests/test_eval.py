@@ -124,7 +124,7 @@ def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, m
     cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", f"task.heldout_data={base_val}",
                          "model=hf", f"model.path={tiny_model}", "model.dtype=float32", "eval.contexts=2",
                          "eval.samples=1", "eval.seeds=[0,1]", "eval=paper_table",
-                         f"eval.policy={policy['path']}", "sampler.max_tokens=32", "inner.max_seq_len=128")
+                         f"eval.policy={policy['policy'].adapter}", "sampler.max_tokens=32", "inner.max_seq_len=128")
     rows = evaluate(cfg)
     questions = sum(len(c.questions) for c in load_file(str(base_val))[:2])
     assert [r["update"] for r in rows] == ["no update", "passage only", "round-0 self-edits", "policy v1 self-edits",

@@ -71,7 +71,7 @@ def test_the_learner_bounds_its_own_policy_update(tmp_path, tiny_model):
     trainer = PolicyTrainer(tiny_model, "float32", cfg, str(tmp_path), torch_threads=1, seed=0)
     update = trainer.update([("Passage: a", "1. b"), ("Passage: c", "1. d")], version=1, seed=0)
     assert update["clipped"] and update["norm"] <= 0.01
-    saved = peft.utils.load_peft_weights(update["path"])
+    saved = peft.utils.load_peft_weights(update["policy"].adapter)
     assert saved and not any(".layers.0." in key for key in saved)  # the anchored layer has no adapter
 
 

@@ -1,13 +1,17 @@
 """The inner loop (the batched engine, the default) and the policy learner on one device, without Ray: real
 adapters on the tiny model."""
 
+import dataclasses
+import json
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from seal_dist.inner.batched import BatchedEngine
 from seal_dist.inner.job import InnerJob
 from seal_dist.learner.sft import PolicyTrainer
-from seal_dist.models import load_model, load_tokenizer
+from seal_dist.models import Policy, load_model, load_tokenizer
 from seal_dist.tasks.knowledge.task import KnowledgeTask
 from seal_dist.training import Example
 from tests.conftest import fast_config
@@ -74,10 +78,10 @@ def test_policy_versions_change_the_model_that_jobs_update(setup, tiny_model, tm
     prompt, target = task.eval_prompts(ctx)[0], " Tokyo Tokyo Tokyo"
     trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path), torch_threads=2, seed=0)
     first = trainer.update([(prompt, target)] * 4, version=1, seed=0)
-    assert first["version"] == 1 and first["path"] == str(tmp_path / "v1")
+    assert first["policy"] == Policy(1, tiny_model, str(tmp_path / "v1"))
     base_job = InnerJob("p0", 0, (), True, (prompt,), 1, None, None)
     base_out = loop.run(base_job).generations
-    loop.set_policy(1, first["path"])
+    loop.set_policy(1, first["policy"].adapter)
     with pytest.raises(RuntimeError, match="worker holds v1"):
         loop.run(base_job)
     policy_out = loop.run(InnerJob("p1", 1, (), True, (prompt,), 1, None, None)).generations
@@ -99,7 +103,36 @@ def test_the_policy_update_is_reproducible_from_its_seed(setup, tiny_model, tmp_
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         torch.rand(7 if name == "b" else 1)  # a different global RNG state before each learner starts
         trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / name), torch_threads=2, seed=seed)
-        paths.append(trainer.update(data, version=1, seed=0)["path"])
+        paths.append(trainer.update(data, version=1, seed=0)["policy"].adapter)
     a, b, c = (load_file(f"{p}/adapter_model.safetensors") for p in paths)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_merged_policy_update_is_its_adapter_merged_into_the_model_and_the_next_starts_on_it(setup, tiny_model,
+                                                                                              tmp_path):
+    """learner.merge: each version is a model folder, the round's adapter merged into the previous version's
+    weights (its answers are that adapter's on that model), and the next round trains a fresh adapter on it."""
+    cfg, task, loop = setup
+    prompt = task.eval_prompts(task.load("heldout")[2])[0]
+    learner = OmegaConf.merge(cfg.learner, {"merge": True})
+    trainer = PolicyTrainer(tiny_model, "float32", learner, str(tmp_path), torch_threads=2, seed=0)
+    first = trainer.update([(prompt, " Tokyo Tokyo Tokyo")] * 4, version=1, seed=0)["policy"]
+    assert first == Policy(1, str(tmp_path / "v1-model"), None)
+    on_merged = BatchedEngine(load_model(first.model, "float32", "cpu"), load_tokenizer(first.model), cfg.inner,
+                              cfg.task.max_answer_tokens, worker=0)
+    on_merged.set_policy(1, None)
+    loop.set_policy(1, str(tmp_path / "v1"))  # the round's adapter on the base model
+    job = InnerJob("p1", 1, (), True, (prompt,), 1, None, None)
+    [merged_out] = on_merged.run([job])
+    assert merged_out.generations == loop.run(job).generations and "Tokyo" in merged_out.generations[0]
+    loop.set_policy(0, None)
+
+    second = trainer.update([(prompt, " Paris Paris Paris")] * 4, version=2, seed=0)["policy"]
+    assert second == Policy(2, str(tmp_path / "v2-model"), None)
+    adapter = json.loads((tmp_path / "v2" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == first.model  # round 2's adapter was trained on version 1
+    on_merged = BatchedEngine(load_model(second.model, "float32", "cpu"), load_tokenizer(second.model), cfg.inner,
+                              cfg.task.max_answer_tokens, worker=0)
+    on_merged.set_policy(2, None)
+    assert "Paris" in on_merged.run([dataclasses.replace(job, policy_version=2)])[0].generations[0]

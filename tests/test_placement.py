@@ -7,6 +7,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from seal_dist.cluster import Components
+from seal_dist.models import Policy
 from seal_dist.config import UserError
 from seal_dist.tasks.knowledge.task import KnowledgeTask
 from tests.conftest import fast_config
@@ -33,7 +34,7 @@ def test_each_part_runs_on_the_nodes_its_placement_names(two_nodes, tmp_path, mo
                       "inner.adapters_per_step=1", "+resources.placement.sampler.sampler_node=0.01",
                       "+resources.placement.inner.train_node=0.01", "+resources.placement.learner.train_node=0.01",
                       f"resources.train_storage={tmp_path / 'shared'}")
-    parts = Components(cfg, tiny_model, str(tmp_path / "policy"))
+    parts = Components(cfg, tiny_model, str(tmp_path / "policy"), Policy(0, tiny_model, None))
     try:
         task = KnowledgeTask(cfg.task)
         jobs = [task.make_job(f"job-{i}", ctx, "1. A fact.", 0, seed=i) for i, ctx in enumerate(task.load("train")[:4])]
@@ -50,4 +51,4 @@ def test_a_multi_node_run_needs_shared_train_storage(two_nodes, tmp_path, model_
     cfg = fast_config(tmp_path, model_cache)
     assert cfg.resources.train_storage is None
     with pytest.raises(UserError, match="the Ray cluster has 2 nodes: set resources.train_storage"):
-        Components(cfg, tiny_model, None)
+        Components(cfg, tiny_model, None, Policy(0, tiny_model, None))

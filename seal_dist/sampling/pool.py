@@ -7,6 +7,9 @@ it healthy again (a restarted engine has no adapter, and serving the base model 
 bug this rules out). The prompts it was sampling go to a healthy engine with the same seeds, so a round's
 self-edits are the ones it would have had without the fault. An engine that fails more than
 `sampler.max_restarts` times fails the call with an error that names it.
+
+A policy on another model folder (a merged version, `learner.merge`) replaces the engines by new ones started
+on that folder.
 """
 
 from collections import Counter, deque
@@ -17,7 +20,8 @@ from omegaconf import DictConfig
 from ray.rllib.utils.actor_manager import FaultTolerantActorManager
 
 from seal_dist.config import Engine
-from seal_dist.sampling.engines import Adapter, HFEngine, VLLMEngine
+from seal_dist.models import Policy
+from seal_dist.sampling.engines import HFEngine, VLLMEngine
 from seal_dist.sampling.screen import Sample
 
 
@@ -44,22 +48,26 @@ def _answers(ping: ray.ObjectRef) -> bool:
 
 
 class SamplerPool:
-    def __init__(self, cfg: DictConfig, model_path: str):
-        self.max_restarts = cfg.sampler.max_restarts
-        self.engines = [start_engine(cfg, model_path) for _ in range(cfg.sampler.num_engines)]  # engine i: manager id i
+    def __init__(self, cfg: DictConfig, policy: Policy):
+        """Engines serving `policy`."""
+        self.cfg, self.max_restarts = cfg, cfg.sampler.max_restarts
+        self._start(policy.model)
+        self.use_policy(policy)
+
+    def _start(self, model_path: str) -> None:
+        # engine i is the manager's actor i
+        self.engines = [start_engine(self.cfg, model_path) for _ in range(self.cfg.sampler.num_engines)]
         # one call in flight per engine: the pool knows which prompts each engine holds
         self.manager = FaultTolerantActorManager(self.engines, max_remote_requests_in_flight_per_actor=1)
-        self.policy: Adapter | None = None
-        self.failures: Counter[int] = Counter()  # engine id -> calls lost to its faults
+        self.model_path, self.failures = model_path, Counter()  # failures: engine id -> calls lost to its faults
 
-    @property
-    def version(self) -> int | None:
-        return None if self.policy is None else self.policy[0]
-
-    def use_policy(self, version: int, adapter_path: str | None) -> None:
-        """Makes `version` (a PEFT adapter folder; None: the base model) what every engine serves."""
-        self.policy = None if adapter_path is None else (version, adapter_path)
-        results = self.manager.foreach_actor("load_policy", kwargs={"adapter": self.policy}, healthy_only=False)
+    def use_policy(self, policy: Policy) -> None:
+        """Makes `policy` what every engine serves (engines on another model folder are replaced first)."""
+        if policy.model != self.model_path:
+            self.manager.clear()  # kills them: their resources go to the new engines
+            self._start(policy.model)
+        self.policy = policy
+        results = self.manager.foreach_actor("load_policy", kwargs={"policy": policy}, healthy_only=False)
         for result in results:
             self.manager.set_actor_state(result.actor_id, healthy=result.ok)
             if not result.ok:
@@ -80,7 +88,7 @@ class SamplerPool:
                 if todo and engine not in held:
                     held[engine] = share = todo.popleft()
                     kwargs = {"prompts": [prompts[i] for i in share], "n": n, "temperature": temperature,
-                              "seed": seed, "version": self.version}
+                              "seed": seed, "version": self.policy.version}
                     if self.manager.foreach_actor_async("generate", kwargs=kwargs, remote_actor_ids=[engine]) != 1:
                         raise RuntimeError(f"sampler engine {engine} refused a call")  # never: one in flight
             on_progress(sum(o is not None for o in out))
@@ -110,7 +118,7 @@ class SamplerPool:
                 raise EngineFailed(f"sampler engines {dead} did not restart (sampler.max_restarts={self.max_restarts})")
         back = self.manager.probe_unhealthy_actors(timeout_seconds=None if wait else 0.0)
         for engine in back:
-            [result] = self.manager.foreach_actor("load_policy", kwargs={"adapter": self.policy},
+            [result] = self.manager.foreach_actor("load_policy", kwargs={"policy": self.policy},
                                                   remote_actor_ids=[engine], healthy_only=False)
             if result.ok:
                 self.manager.set_actor_state(engine, healthy=True)
