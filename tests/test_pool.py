@@ -1,6 +1,7 @@
 """The inner-loop pool on a local Ray cluster with logical GPUs: one worker per GPU, dynamic dispatch of K
-jobs a lease, a worker killed mid-run whose K leased jobs are all redone without duplicating any result, and
-poison jobs (one that raises, one whose worker keeps dying) quarantined after their retries."""
+jobs a lease, a worker killed mid-run whose K leased jobs are all redone without duplicating any result,
+poison jobs (one that raises, one whose worker keeps dying) quarantined after their retries, and workers that
+reload a policy published on another model folder (learner.merge)."""
 
 import dataclasses
 import os
@@ -12,8 +13,10 @@ import ray
 from seal_dist.inner.board import JobBoard
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
+from seal_dist.learner.sft import PolicyTrainer
+from seal_dist.models import Policy, load_model, load_tokenizer
 from seal_dist.tasks.knowledge.task import KnowledgeTask
-from seal_dist.training import Example
+from seal_dist.training import Example, generate
 from tests.conftest import fast_config
 
 
@@ -69,6 +72,7 @@ def test_a_poison_job_is_quarantined_after_its_retries_and_the_others_are_intact
 def test_a_job_whose_worker_keeps_dying_is_recorded_failed_and_its_lease_mates_run_alone(ray_local):
     job = lambda i: InnerJob(f"job-{i}", 0, (Example("Q\n", "A"),), False, ("Q\n",), i, None, None)  # noqa: E731
     board = JobBoard.remote(1)
+    ray.get(board.publish_policy.remote(Policy(0, "/base", None)))
     ray.get(board.put.remote([job(0), job(1)]))
     generation = ray.get(board.register.remote(0, {}))
     leased, _ = ray.get(board.lease.remote(0, generation, 4))
@@ -82,3 +86,33 @@ def test_a_job_whose_worker_keeps_dying_is_recorded_failed_and_its_lease_mates_r
     assert results[first.job_id].error is None and results[first.job_id].attempts == 2
     assert results[second.job_id].error == "its worker died in each of 2 runs" and results[second.job_id].attempts == 2
     ray.get(board.close.remote())
+
+
+def test_workers_reload_a_policy_published_on_another_model_folder(ray_local, tmp_path, model_cache, tiny_model):
+    cfg = fast_config(tmp_path, model_cache, "inner.num_workers=1", "learner.merge=true", "learner.epochs=10",
+                      "learner.lr=1e-2")
+    task = KnowledgeTask(cfg.task)
+    ctx = task.load("heldout")[0]
+    prompts = task.eval_prompts(ctx)
+    trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), torch_threads=1, seed=0)
+    merged = trainer.update([(p, " Tokyo Tokyo Tokyo") for p in prompts] * 2, version=1, seed=0)["policy"]
+    expected = generate(load_model(merged.model, "float32", "cpu"), load_tokenizer(merged.model), list(prompts),
+                        cfg.task.max_answer_tokens, len(prompts), 0.0, 1.0)
+    pool = InnerPool(cfg.inner, tiny_model, "float32", cfg.task.max_answer_tokens, 1, str(tmp_path / "train"),
+                     max_failures=0, resources={})
+
+    def answers(version: int) -> tuple[str, ...]:
+        [[result]] = list(pool.run([task.make_job(f"v{version}-{len(seen)}", ctx, None, version, seed=0)],
+                                   on_progress=lambda done: None))
+        seen.append(result.generations)
+        return result.generations
+
+    seen = []
+    try:
+        base = answers(0)
+        pool.publish_policy(merged)
+        on_merged = answers(1)
+        assert answers(0) == base  # and back on the base model for a version-0 job
+    finally:
+        pool.shutdown()
+    assert list(on_merged) == expected and on_merged != base and "Tokyo" in on_merged[0]
