@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from seal_dist import loop
+from seal_dist.models import load_model, load_tokenizer
+from seal_dist.tasks.knowledge.task import KnowledgeTask
+from seal_dist.training import generate
 from tests.conftest import FAST, REPO, fast_config
 
 ROUND_KEYS = {"round", "policy_version", "reward_mean", "reward_max", "baseline_mean", "kept", "learner_loss",
@@ -67,6 +70,29 @@ def test_a_round_that_keeps_no_self_edit_leaves_the_policy_as_it_was(tmp_path, m
     assert {r["policy_version"] for r in records(Path(cfg.run_dir))} == {0}
     assert not (Path(cfg.run_dir) / "policy" / "v1").exists()
     assert json.loads((Path(cfg.run_dir) / "checkpoint.json").read_text())["round"] == 1
+
+
+def test_a_run_with_merged_policy_updates_samples_and_updates_each_merged_model(tmp_path, model_cache, tiny_model):
+    """learner.merge=true, two rounds end to end: each version is a model folder, and the inner workers answer
+    round 1's held-out questions with version 1's merged weights."""
+    cfg = fast_config(tmp_path, model_cache, "learner.merge=true")
+    summary = loop.train(cfg)
+    run_dir, policy = Path(cfg.run_dir), Path(cfg.run_dir) / "policy"
+    assert [r["policy_version"] for r in summary["rounds"]] == [0, 1] and summary["final"]["policy_version"] == 2
+    assert json.loads((run_dir / "checkpoint.json").read_text()) == {
+        "round": 2, "policy_version": 2, "policy_path": None, "policy_model": str(policy / "v2-model")}
+    for version in (1, 2):
+        assert (policy / f"v{version}-model" / "config.json").is_file()  # the merged model
+        assert (policy / f"v{version}" / "adapter_config.json").is_file()  # the round's adapter alone
+    task = KnowledgeTask(cfg.task)
+    weights, tokenizer = load_model(str(policy / "v1-model"), "float32", "cpu"), load_tokenizer(str(policy / "v1-model"))
+    heldout = {c.id: c for c in task.load("heldout")}
+    baselines = [r for r in records(run_dir) if r["round"] == 1 and r["split"] == "heldout" and r["sample"] < 0]
+    assert len(baselines) == cfg.heldout_contexts
+    for rec in baselines:
+        prompts = list(task.eval_prompts(heldout[rec["context_id"]]))
+        assert rec["generations"] == generate(weights, tokenizer, prompts, cfg.task.max_answer_tokens, len(prompts),
+                                              0.0, 1.0)
 
 
 def test_wandb_offline_run_has_round_scalars_and_self_edit_table(full_run):
