@@ -63,10 +63,11 @@ def train(cfg: DictConfig) -> dict:
                                         cfg.learner.min_reward)
                     tracker.phase(r, f"learner: SFT on {len(kept)} self-edits", 1)
                     update = parts.learn([(s.prompt, s.self_edit) for s in kept], version + 1, cfg.seed + r)
+                    timing.lap("learn")
                     if update is not None:
                         policy = update["policy"]
-                        parts.publish(policy)
-                    timing.lap("learn")
+                        parts.publish(policy)  # with learner.merge: the sampler's engines restart on its weights
+                    timing.lap("sync")
                     row = round_row(r, version, mine, scored, kept, update,
                                     {**heldout_accuracy(mine), **bad_output, **task.counters()}, timing.laps)
                     summary["rounds"].append(row)

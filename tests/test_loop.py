@@ -45,7 +45,7 @@ def test_run_directory_holds_config_summary_results_and_checkpoints(full_run):
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert [r["round"] for r in summary["rounds"]] == list(range(cfg.rounds))
     for row in summary["rounds"]:
-        assert ROUND_KEYS <= row.keys() and {"sample", "inner", "learn", "total"} <= row["timing_s"].keys()
+        assert ROUND_KEYS <= row.keys() and {"sample", "inner", "learn", "sync", "total"} <= row["timing_s"].keys()
         assert 0 <= row["reward_mean"] <= row["reward_max"] <= 1 and row["kept"] == cfg.contexts_per_round
         assert row["policy_version"] == row["round"]  # the policy that sampled and was evaluated
     assert summary["final"]["policy_version"] == cfg.rounds
