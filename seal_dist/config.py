@@ -393,6 +393,10 @@ class EvalConfig:
     temperature: float = MISSING  # sampling of the policies' self-edits
     seeds: list[int] = MISSING  # inner-loop seeds: each update is repeated with each
     contexts: int = MISSING  # held-out contexts compared (the first ones of the held-out split)
+    # eval.mode=cpt: grade this many of all the contexts' questions, drawn with questions_seed (every context still
+    # trains); the reference's v2 draws 500 with seed 42 (not its draw: the same count and seed); null: every one
+    questions: Optional[int] = MISSING
+    questions_seed: int = MISSING
     bootstrap: int = MISSING  # resamples of the contexts for the confidence intervals
     bootstrap_seed: int = MISSING
     confidence: float = MISSING  # of the intervals; an ordering is significant where its interval excludes 0
@@ -489,6 +493,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("sampler.max_restarts", "inner.job_retries"):
         if OmegaConf.select(cfg, key) < 0:
             raise UserError(f"{key} must be at least 0, got {OmegaConf.select(cfg, key)}")
+    if cfg.eval.questions is not None and (cfg.eval.mode != EvalMode.cpt or cfg.eval.questions < 1):
+        raise UserError(f"eval.questions={cfg.eval.questions}: a number of questions (at least 1) to draw in "
+                        f"eval.mode=cpt, or null (eval.mode={cfg.eval.mode.name})")
     if not 0 < cfg.eval.confidence < 1:
         raise UserError(f"eval.confidence must be between 0 and 1, got {cfg.eval.confidence}")
     for key in ("guard.max_module_norm", "guard.max_total_norm", "learner.guard.max_module_norm",

@@ -11,6 +11,7 @@ Writes eval.json, eval.png (bar chart), results.jsonl and, for a training run, r
 """
 
 import json
+import random
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
@@ -41,6 +42,7 @@ POLICY_ID = 10**6  # the sampler's version of the policy given by path (training
 def evaluate(cfg: DictConfig) -> list[dict]:
     task = create(cfg)
     contexts = task.load("heldout")[: cfg.eval.contexts]
+    graded = drawn(task, contexts, cfg.eval.questions, cfg.eval.questions_seed)  # what is asked after an update
     before, after = task.conditions(contexts, cfg.eval)
     model_path = models.resolve_path(cfg.model, task)
     compared = policies(cfg.eval, model_path)  # the run and policy the settings name are checked before Ray starts
@@ -61,8 +63,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
                 conditions.append(Condition(name, edits))
             conditions += after
             make_jobs = joint_jobs if cfg.eval.mode == EvalMode.cpt else eval_jobs
-            jobs = make_jobs(task, contexts, conditions, cfg.eval.seeds)
-            records = run_jobs(parts, task, {c.id: c for c in contexts}, out, tracker, jobs, out.results(), None)
+            jobs = make_jobs(task, graded, conditions, cfg.eval.seeds)
+            records = run_jobs(parts, task, {c.id: c for c in graded}, out, tracker, jobs, out.results(), None)
         finally:
             parts.shutdown()
             task.close()
@@ -99,6 +101,18 @@ def policies(cfg, base_model: str) -> list[tuple[str, Policy]]:
     return found
 
 
+def drawn(task: Task, contexts: list, n: int | None, seed: int) -> list:
+    """The contexts as graded: each on its items among `n` drawn (seeded) from all the contexts' items; every
+    item where `n` is None."""
+    if n is None:
+        return contexts
+    everything = [(c.id, i) for c in contexts for i in range(task.items(c))]
+    if n > len(everything):
+        raise UserError(f"eval.questions={n}: the {len(contexts)} contexts have {len(everything)} questions in all")
+    chosen = set(random.Random(seed).sample(everything, n))
+    return [task.keep_items(c, tuple(i for i in range(task.items(c)) if (c.id, i) in chosen)) for c in contexts]
+
+
 def eval_jobs(task: Task, contexts: list, conditions: list[Condition], seeds: list[int]) -> list[tuple]:
     jobs = []
     for condition in conditions:
@@ -116,7 +130,7 @@ def eval_jobs(task: Task, contexts: list, conditions: list[Condition], seeds: li
 def joint_jobs(task: Task, contexts: list, conditions: list[Condition], seeds: list[int]) -> list[tuple]:
     """Continued pretraining: per condition and seed ONE update on the training examples of every context's
     self-edits, each distinct example once (so a passage trains once, not once per self-edit), then every
-    context's evaluation prompts; each context is scored on its share of the answers."""
+    context's evaluation prompts; each context with any is scored on its share of the answers."""
     jobs = []
     for condition in conditions:
         updates = [(ctx, task.make_job("", ctx, edit, 0, 0)) for ctx in contexts for edit in condition.edits[ctx.id]]
@@ -131,7 +145,8 @@ def joint_jobs(task: Task, contexts: list, conditions: list[Condition], seeds: l
             job_id = f"{condition.name}|cpt|seed{seed}"
             meta = {"round": 0, "split": "heldout", "condition": condition.name, "sample": 0, "repeat": seed,
                     "policy_version": 0, "self_edit": None, "parse_error": None, "examples": len(examples),
-                    "shares": [({"context_id": ctx.id, "items": task.items(ctx)}, len(prompts[ctx.id])) for ctx in contexts]}
+                    "shares": [({"context_id": ctx.id, "items": task.items(ctx)}, len(prompts[ctx.id]))
+                               for ctx in contexts if prompts[ctx.id]]}
             job = InnerJob(job_id, 0, examples, loss_on_prompt, tuple(p for ctx in contexts for p in prompts[ctx.id]),
                            seed, lr, epochs)
             jobs.append((job, meta))

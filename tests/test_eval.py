@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from seal_dist.evaluate import bar_chart, eval_jobs, joint_jobs, rl_curve, summarize
+from seal_dist import config
+from seal_dist.config import UserError
+from seal_dist.evaluate import bar_chart, drawn, eval_jobs, joint_jobs, rl_curve, summarize
 from seal_dist.tasks.interface import Condition
 from seal_dist.tasks.knowledge.task import KnowledgeTask, file_self_edits, load_file
 from tests.conftest import FAST_RUN, compose_config, shared_file
@@ -159,6 +161,30 @@ def test_cpt_jobs_train_one_update_per_row_on_every_passage(tmp_path):
     assert sum(ex.completion in passages for ex in own.examples) == 3 and len(own.examples) > 3
 
 
+def test_cpt_grades_a_seeded_draw_of_the_questions_and_trains_on_every_passage(tmp_path):
+    """eval.questions (the reference's v2: 500, seed 42): the same update, graded on n of all the questions;
+    a passage none of whose questions was drawn still trains and has no share."""
+    cfg = compose_config("run_dir=x", "task=squad", f"task.heldout_data={shared_file('knowledge/base_val.json')}",
+                         "eval=paper_table", "eval.samples=2")
+    task = KnowledgeTask(cfg.task)
+    contexts = task.load("heldout")[:4]
+    total = sum(len(c.questions) for c in contexts)
+    graded = drawn(task, contexts, 3, 42)
+    assert drawn(task, contexts, 3, 42) == graded != drawn(task, contexts, 3, 43) and drawn(task, contexts, None, 42) == contexts
+    assert sum(len(c.questions) for c in graded) == 3 and [c.text for c in graded] == [c.text for c in contexts]
+    assert all(set(g.questions) <= set(c.questions) for g, c in zip(graded, contexts))
+    _, after = task.conditions(contexts, cfg.eval)
+    [(full, _)] = joint_jobs(task, contexts, after[:1], seeds=[0])
+    [(job, meta)] = joint_jobs(task, graded, after[:1], seeds=[0])
+    assert job.examples == full.examples  # every passage's self-edits train, whatever was drawn
+    assert job.eval_prompts == tuple(p for c in graded for p in task.eval_prompts(c))
+    assert [n for _, n in meta["shares"]] == [len(c.questions) for c in graded if c.questions]
+    with pytest.raises(UserError, match=f"eval.questions={total + 1}: the 4 contexts have {total} questions"):
+        drawn(task, contexts, total + 1, 42)
+    with pytest.raises(UserError, match="eval.questions=5: a number of questions .* in eval.mode=cpt"):
+        config.validate(compose_config("run_dir=x", "eval.questions=5"))
+
+
 def test_cpt_eval_on_the_shared_files_with_a_full_fine_tune(tmp_path, tiny_model):
     """The paper's CPT table in one command, short: the SEAL files' rows beside no update, passage only and
     round-0 self-edits, one full fine-tune per row, every passage's record from that one update."""
@@ -167,11 +193,15 @@ def test_cpt_eval_on_the_shared_files_with_a_full_fine_tune(tmp_path, tiny_model
     cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", "model=hf", f"model.path={tiny_model}",
                          f"task.heldout_data={shared_file('knowledge/base_val.json')}", "model.dtype=float32",
                          "eval=paper_table", "eval.mode=cpt", "inner.engine=full", "inner.lr=1e-4", "eval.contexts=2",
-                         "eval.samples=2", "eval.seeds=[0]", "sampler.max_tokens=32", "inner.max_seq_len=128")
+                         "eval.samples=2", "eval.seeds=[0]", "sampler.max_tokens=32", "inner.max_seq_len=128",
+                         "eval.questions=5")
     rows = evaluate(cfg)
     assert [r["update"] for r in rows] == ["no update", "passage only", "round-0 self-edits",
                                            *cfg.eval.self_edits_files]
-    assert all(r["updates"] == 2 for r in rows)  # each passage's share of its row's one update
+    assert all(r["items"] == 5 for r in rows)  # the questions drawn
+    graded = sum(1 for c in drawn(KnowledgeTask(cfg.task), KnowledgeTask(cfg.task).load("heldout")[:2], 5, 42)
+                 if c.questions)
+    assert all(r["updates"] == graded for r in rows)  # each graded passage's share of its row's one update
     records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 2 * len(rows) and len({r["job_id"] for r in records}) == len(rows)
+    assert len(records) == graded * len(rows) and len({r["job_id"] for r in records}) == len(rows)
     assert all(r["error"] is None and r["loss_after"] < r["loss_before"] for r in records if r["examples"])

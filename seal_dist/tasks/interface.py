@@ -43,6 +43,9 @@ class Task(Protocol):
     def items(self, ctx: Any) -> int:
         """How many graded items (questions, test inputs) the context has."""
 
+    def keep_items(self, ctx: Any, keep: tuple[int, ...]) -> Any:
+        """The context graded on its items `keep` (indices, in order) only; its update is the same."""
+
     def close(self) -> None:
         """Stops what the task started on the cluster (the judge's server); called before Ray shuts down."""
 

@@ -116,6 +116,9 @@ class ArcTask:
     def items(self, ctx: ArcProblem) -> int:
         return len(ctx.tests)
 
+    def keep_items(self, ctx: ArcProblem, keep: tuple[int, ...]) -> ArcProblem:
+        raise UserError("eval.questions: an ARC task is graded on all its test inputs (set eval.questions=null)")
+
     def close(self) -> None:
         pass  # nothing started
 

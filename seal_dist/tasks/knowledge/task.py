@@ -2,7 +2,7 @@
 jobs and rewards. Pure and deterministic: nothing here touches a model or Ray.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -112,6 +112,9 @@ class KnowledgeTask:
 
     def items(self, ctx: Context) -> int:
         return len(ctx.questions)
+
+    def keep_items(self, ctx: Context, keep: tuple[int, ...]) -> Context:
+        return replace(ctx, questions=tuple(ctx.questions[i] for i in keep))
 
     def conditions(self, contexts: list[Context], eval_cfg: DictConfig) -> tuple[list[Condition], list[Condition]]:
         """No update and the passage alone before the policies; after them, self-edits from each SEAL-schema file
