@@ -31,10 +31,6 @@ class PolicyTrainer:
                                 ("learner.guard.anchors", "learner.lora.target_modules"))
         return peft.get_peft_model(model, lora_config(self.cfg.lora, free))
 
-    @staticmethod
-    def adapter_path(out_dir: str, version: int) -> str:
-        return str(Path(out_dir) / f"v{version}")
-
     def restore(self, adapter_path: str) -> None:
         """Continues from a saved adapter (when resuming a run)."""
         state = peft.utils.load_peft_weights(adapter_path, device=str(self.model.device))
@@ -53,7 +49,7 @@ class PolicyTrainer:
         losses = train_epochs(self.model, self.tokenizer, data, optimizer, self.cfg.epochs, self.cfg.batch_size,
                               self.cfg.max_seq_len, seed, schedule)
         clipped = guard.clip(self.model, "default", self.cfg.guard.max_module_norm, self.cfg.guard.max_total_norm)
-        path = self.adapter_path(str(self.out_dir), version)
+        path = str(self.out_dir / f"v{version}")
         self.model.save_pretrained(path)
         last, norm = losses[-steps_per_epoch:], guard.total_norm(guard.update_norms(self.model, "default"))
         policy = self._merge(version) if self.cfg.merge else Policy(version, self.model_path, path)

@@ -144,7 +144,6 @@ class JudgeServer:
                                "the run's logs/, this actor's worker-*.err)")
         raise TimeoutError(f"the judge's vLLM server at {self.url} did not answer /health in {timeout_s:.0f} s")
 
-
     def stop(self) -> None:
         """SIGTERM to the server's process group; SIGKILL to what is left of it (its engine-core process does not
         end with the server) once the server has exited, or after a minute."""
