@@ -44,8 +44,9 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     contexts = task.load("heldout")[: cfg.eval.contexts]
     graded = drawn(task, contexts, cfg.eval.questions, cfg.eval.questions_seed)  # what is asked after an update
     before, after = task.conditions(contexts, cfg.eval)
+    run = trained_run(cfg.eval)  # checked before the model is built
     model_path = models.resolve_path(cfg.model, task)
-    compared = policies(cfg.eval, model_path)  # the run and policy the settings name are checked before Ray starts
+    compared = policies(cfg.eval, run, model_path)  # the policies the settings name are checked before Ray starts
     task.use_tokenizer(models.load_tokenizer(model_path))
     out = RunDir(cfg.run_dir)
     out.save_config(cfg)
@@ -78,20 +79,27 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         {"rows": rows, "orderings": gaps, "contexts": len(contexts), "confidence": cfg.eval.confidence,
          "grading": task.counters()}, indent=2))
     bar_chart(rows, out.root / "eval.png")
-    if cfg.eval.run is not None:
-        rl_curve(RunDir(cfg.eval.run).summary(), out.root / "rl_curve.png")
+    if run is not None:
+        rl_curve(run.summary(), out.root / "rl_curve.png")
     tracker.print_eval(rows, gaps, cfg.eval.confidence, str(out.root))
     return rows
 
 
-def policies(cfg, base_model: str) -> list[tuple[str, Policy]]:
+def trained_run(cfg) -> RunDir | None:
+    """The training run `eval.run` names, if any; a UserError where it is not one that finished a round."""
+    if cfg.run is None:
+        return None
+    run = RunDir.existing(cfg.run, "eval.run")
+    if run.checkpoint() is None:
+        raise UserError(f"eval.run={cfg.run}: the run has not finished a round (no checkpoint.json)")
+    return run
+
+
+def policies(cfg, run: RunDir | None, base_model: str) -> list[tuple[str, Policy]]:
     """Each policy whose self-edits are compared, with its name: the base model (round 0), the trained policy
     of `eval.run` if it has one, and `eval.policy`."""
     found = [("round-0 self-edits", Policy(0, base_model, None))]
-    if cfg.run is not None:
-        run = RunDir.existing(cfg.run, "eval.run")
-        if run.checkpoint() is None:
-            raise UserError(f"eval.run={cfg.run}: the run has not finished a round (no checkpoint.json)")
+    if run is not None:
         policy = run.policy(base_model)
         if policy.version > 0:
             found.append((f"policy v{policy.version} self-edits", policy))
