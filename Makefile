@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX ?=
 PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: demo demo-arc test venv clean
+.PHONY: demo demo-arc test test-fast venv clean
 
 $(VENV)/.installed: requirements/cpu.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ demo-arc: venv
 	$(VENV)/bin/seal-dist train experiment=demo_arc hydra.run.dir=$(DEMO_RUN)-arc
 	$(VENV)/bin/seal-dist eval experiment=demo_arc eval.run=$(DEMO_RUN)-arc hydra.run.dir=$(DEMO_RUN)-arc/eval
 
+# Every test (CI runs this); test-fast: those that start no Ray, no vLLM and no whole run (see README, Testing).
 test: venv
 	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not (ray or vllm or e2e or multinode)"
 
 clean:
 	rm -rf $(VENV) runs multirun grids outputs

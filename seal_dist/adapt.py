@@ -25,7 +25,7 @@ from rich.table import Table
 
 from seal_dist import config, models
 from seal_dist.config import UserError
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 from seal_dist.rundir import policy_at, write_atomic
 from seal_dist.selfupdate import SelfUpdater, check_lengths, locality_probes
 from seal_dist.tasks.interface import create

@@ -13,7 +13,7 @@ from seal_dist.config import ResourcesConfig, UserError
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
 from seal_dist.learner.sft import PolicyTrainer
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 from seal_dist.sampling.pool import SamplerPool
 from seal_dist.sampling.screen import Sample
 

@@ -26,7 +26,7 @@ from seal_dist.cluster import Components, ray_cluster
 from seal_dist.config import EvalMode, UserError, to_container
 from seal_dist.inner.job import InnerJob
 from seal_dist.loop import parse_error, run_jobs, sample_self_edits, succeeded
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 from seal_dist.rundir import RunDir, policy_at
 from seal_dist.sampling import screen
 from seal_dist.tasks.interface import Condition, Task, create

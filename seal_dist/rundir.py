@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from seal_dist.config import UserError
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -96,6 +96,7 @@ class Tracker:
     def close(self) -> None:
         self.progress.stop()
         self.run.finish()
+        wandb.teardown()  # W&B's service process ends with the run, also when the run was called in-process
 
 
 class RateColumn(ProgressColumn):

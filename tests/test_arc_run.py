@@ -8,9 +8,9 @@ from seal_dist.loop import train
 from tests.conftest import FAST_RUN, compose_config
 
 
-def test_arc_train_and_eval_on_the_shared_files(tmp_path, tiny_model):
+def test_arc_train_and_eval_on_the_shared_files(tmp_path, tiny_model, run_overrides):
     overrides = [
-        *FAST_RUN, "task=arc", "model=hf", f"model.path={tiny_model}", "model.dtype=float32",
+        *FAST_RUN, *run_overrides, "task=arc", "model=hf", f"model.path={tiny_model}", "model.dtype=float32",
         "task.train.tasks=[6150a2bd,5582e5ca]", "task.heldout.tasks=[66e6c45b]",  # small grids
         "rounds=1", "contexts_per_round=2", "heldout_contexts=1", "sampler.parse_tries=2",
         "task.augmentation.max_tokens=256", "task.augmentation.max_examples=8", "inner.max_seq_len=256",

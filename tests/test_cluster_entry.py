@@ -1,5 +1,5 @@
 """The cluster entry points: cluster.yaml passes Ray's own cluster-launcher validation, and jobs/submit.py runs
-jobs on a real Ray head (`ray start --head`, private to this module) with the checkout's code, the W&B settings
+jobs on a real Ray head (`ray start --head`, the session's) with the checkout's code, the W&B settings
 of the submitting shell and the Hydra overrides it was given."""
 
 import asyncio
@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -19,9 +18,10 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from tests.conftest import HEAD_CPUS, REPO
+
 pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")  # inside Ray's log tailing
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET = "test-key-" + uuid.uuid4().hex
 _spec = importlib.util.spec_from_file_location("submit", REPO / "jobs" / "submit.py")
 submit = importlib.util.module_from_spec(_spec)
@@ -133,7 +133,7 @@ def test_job_joins_the_cluster_with_the_uploaded_code_and_env(head):
     status, logs = follow(head, name)
     assert rc == 0 and status == JobStatus.SUCCEEDED, logs
     out = json.loads(next(line for line in logs.splitlines() if line.startswith("PROBE "))[len("PROBE "):])
-    assert out["cpus"] == 2  # this module's head, not some other cluster
+    assert out["cpus"] == HEAD_CPUS  # the session's head, not some other cluster
     for where in ("driver", "task", "actor"):
         seen = out[where]
         assert "runtime_resources/working_dir_files" in seen["code"] and not seen["code"].startswith(str(REPO))

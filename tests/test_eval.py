@@ -111,7 +111,8 @@ def test_file_without_the_passage_is_an_error(tmp_path):
         file_self_edits(str(other), task.load("heldout")[:1], samples=1)
 
 
-def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, model_cache, tiny_model):
+def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, model_cache, tiny_model,
+                                                                     run_overrides):
     """The paper-scale path end to end: SQuAD passages and the paper's table (eval=paper_table: the SEAL
     release's self-edit files, a row each), any Hugging Face model by path (the tiny model here), a trained
     policy adapter given by path."""
@@ -123,7 +124,8 @@ def test_eval_command_on_seal_squad_files_with_a_model_given_by_path(tmp_path, m
     cfg = fast_config(tmp_path, model_cache)
     policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), 1, 0).update(
         [("Passage:\n", "1. A fact.")], version=1, seed=0)
-    cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", f"task.heldout_data={base_val}",
+    cfg = compose_config(*FAST_RUN, *run_overrides, f"run_dir={tmp_path / 'run'}", "task=squad",
+                         f"task.heldout_data={base_val}",
                          "model=hf", f"model.path={tiny_model}", "model.dtype=float32", "eval.contexts=2",
                          "eval.samples=1", "eval.seeds=[0,1]", "eval=paper_table",
                          f"eval.policy={policy['policy'].adapter}", "sampler.max_tokens=32", "inner.max_seq_len=128")
@@ -185,12 +187,13 @@ def test_cpt_grades_a_seeded_draw_of_the_questions_and_trains_on_every_passage(t
         config.validate(compose_config("run_dir=x", "eval.questions=5"))
 
 
-def test_cpt_eval_on_the_shared_files_with_a_full_fine_tune(tmp_path, tiny_model):
+def test_cpt_eval_on_the_shared_files_with_a_full_fine_tune(tmp_path, tiny_model, run_overrides):
     """The paper's CPT table in one command, short: the SEAL files' rows beside no update, passage only and
     round-0 self-edits, one full fine-tune per row, every passage's record from that one update."""
     from seal_dist.evaluate import evaluate
 
-    cfg = compose_config(*FAST_RUN, f"run_dir={tmp_path / 'run'}", "task=squad", "model=hf", f"model.path={tiny_model}",
+    cfg = compose_config(*FAST_RUN, *run_overrides, f"run_dir={tmp_path / 'run'}", "task=squad", "model=hf",
+                         f"model.path={tiny_model}",
                          f"task.heldout_data={shared_file('knowledge/base_val.json')}", "model.dtype=float32",
                          "eval=paper_table", "eval.mode=cpt", "inner.engine=full", "inner.lr=1e-4", "eval.contexts=2",
                          "eval.samples=2", "eval.seeds=[0]", "sampler.max_tokens=32", "inner.max_seq_len=128",

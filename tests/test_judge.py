@@ -12,7 +12,7 @@ from seal_dist.config import UserError
 from seal_dist.evaluate import evaluate
 from seal_dist.tasks.knowledge.judge import Judge, JudgeError, verdict
 from seal_dist.tasks.knowledge.task import KnowledgeTask
-from tests.conftest import compose_config, fast_config
+from tests.conftest import compose_config
 
 UNREACHABLE = "http://127.0.0.1:9/v1"  # the discard port: nothing listens
 SHORT = ["eval.contexts=2", "eval.samples=1", "eval.seeds=[0]", "inner.num_workers=1", "inner.adapters_per_step=1"]
@@ -51,10 +51,17 @@ def records(run) -> list[dict]:
     return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
 
 
-def test_a_vllm_judge_grades_an_eval_and_its_cache_serves_the_second_grading(tmp_path, model_cache, tiny_model):
+@pytest.fixture
+def vllm_judge(tiny_model) -> list[str]:
+    """The settings of a vLLM judge server on the tiny model (seal-dist starts it on the Ray cluster; SERVER_ARGS
+    and SERVER_ENV complete them)."""
+    return ["task/grader=judge_vllm", f"task.grader.judge.serve.model_path={tiny_model}",
+            "task.grader.judge.serve.num_gpus=0"]
+
+
+def test_a_vllm_judge_grades_an_eval_and_its_cache_serves_the_second_grading(tmp_path, run_config, vllm_judge):
     cache = f"task.grader.judge.cache={tmp_path / 'judge.sqlite'}"
-    cfg = fast_config(tmp_path / "a", model_cache, *SHORT, cache, "task/grader=judge_vllm",
-                      f"task.grader.judge.serve.model_path={tiny_model}", "task.grader.judge.serve.num_gpus=0")
+    cfg = run_config(tmp_path / "a", *SHORT, cache, *vllm_judge)
     cfg.task.grader.judge.serve.args, cfg.task.grader.judge.serve.env_vars = SERVER_ARGS, SERVER_ENV
     rows = evaluate(cfg)
     assert engine_cores() == []  # the server's whole process group ended with the run
@@ -71,7 +78,7 @@ def test_a_vllm_judge_grades_an_eval_and_its_cache_serves_the_second_grading(tmp
     assert again.counters()["judge/calls"] == 0 and again.counters()["judge/cache_hits"] > 0
 
     # an unreachable endpoint: answers already graded are recorded from the cache, the first new one stops the run
-    cfg = fast_config(tmp_path / "c", model_cache, *SHORT, cache, "task/grader=judge", "task.grader.judge.model=judge",
+    cfg = run_config(tmp_path / "c", *SHORT, cache, "task/grader=judge", "task.grader.judge.model=judge",
                       "task.grader.judge.api_key_env=null", f"task.grader.judge.base_url={UNREACHABLE}",
                       "task.grader.judge.retries=1", "eval.seeds=[0,1]")
     with pytest.raises(JudgeError, match=f"the judge endpoint {UNREACHABLE} failed after 1 retries"):

@@ -17,7 +17,7 @@ from seal_dist import loop
 from seal_dist.models import load_model, load_tokenizer
 from seal_dist.tasks.knowledge.task import KnowledgeTask
 from seal_dist.training import generate
-from tests.conftest import FAST, REPO, fast_config
+from tests.conftest import FAST, HF_SAMPLER, REPO
 
 ROUND_KEYS = {"round", "policy_version", "reward_mean", "reward_max", "baseline_mean", "kept", "learner_loss",
               "heldout_baseline", "heldout_accuracy", "failed_jobs", "timing_s"}
@@ -34,8 +34,9 @@ def records(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory, model_cache, tiny_model):
-    cfg = fast_config(tmp_path_factory.mktemp("full"), model_cache, "logger=wandb_offline")
+def full_run(tmp_path_factory, run_config, vllm_config):
+    """The suite's one run with vLLM's sampler, the design's: two rounds, two inner workers, W&B offline."""
+    cfg = run_config(tmp_path_factory.mktemp("full"), "sampler.engine=vllm", "logger=wandb_offline")
     summary = loop.train(cfg)
     return cfg, Path(cfg.run_dir), summary
 
@@ -61,9 +62,9 @@ def test_run_directory_holds_config_summary_results_and_checkpoints(full_run):
     assert "rounds: 2" in (run_dir / "config.yaml").read_text()
 
 
-def test_a_round_that_keeps_no_self_edit_leaves_the_policy_as_it_was(tmp_path, model_cache, tiny_model):
+def test_a_round_that_keeps_no_self_edit_leaves_the_policy_as_it_was(tmp_path, run_config):
     # an advantage of 1.0 over the mean of two or more rewards in [0, 1] cannot be reached
-    cfg = fast_config(tmp_path, model_cache, "rounds=1", "learner.min_advantage=1.0")
+    cfg = run_config(tmp_path, "rounds=1", "learner.min_advantage=1.0")
     summary = loop.train(cfg)
     assert summary["rounds"][0]["kept"] == 0 and summary["rounds"][0]["learner_loss"] is None
     assert summary["final"]["policy_version"] == 0
@@ -72,10 +73,10 @@ def test_a_round_that_keeps_no_self_edit_leaves_the_policy_as_it_was(tmp_path, m
     assert json.loads((Path(cfg.run_dir) / "checkpoint.json").read_text())["round"] == 1
 
 
-def test_a_run_with_merged_policy_updates_samples_and_updates_each_merged_model(tmp_path, model_cache, tiny_model):
+def test_a_run_with_merged_policy_updates_samples_and_updates_each_merged_model(tmp_path, run_config):
     """learner.merge=true, two rounds end to end: each version is a model folder, and the inner workers answer
     round 1's held-out questions with version 1's merged weights."""
-    cfg = fast_config(tmp_path, model_cache, "learner.merge=true")
+    cfg = run_config(tmp_path, "learner.merge=true")
     summary = loop.train(cfg)
     run_dir, policy = Path(cfg.run_dir), Path(cfg.run_dir) / "policy"
     assert [r["policy_version"] for r in summary["rounds"]] == [0, 1] and summary["final"]["policy_version"] == 2
@@ -114,7 +115,7 @@ def test_resume_after_kill_neither_loses_nor_duplicates_results(full_run, tmp_pa
     cfg, full_dir, _ = full_run
     run_dir = tmp_path / "killed"
     # longer jobs than the uninterrupted run (same job ids), so round 1 is still running when the kill lands
-    overrides = [*FAST, f"model.cache_dir={model_cache}", f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}",
+    overrides = [*FAST, HF_SAMPLER, f"model.cache_dir={model_cache}", f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}",
                  "inner.epochs=20", "inner.adapters_per_step=1"]  # results one by one, so the kill lands mid-round
     first_round = expected_records(cfg) - len(records(full_dir)) + sum(
         1 for r in records(full_dir) if r["round"] == 0)

@@ -7,7 +7,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from seal_dist.cluster import Components
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 from seal_dist.config import UserError
 from seal_dist.tasks.knowledge.task import KnowledgeTask
 from tests.conftest import fast_config

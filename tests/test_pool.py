@@ -14,13 +14,14 @@ from seal_dist.inner.board import JobBoard
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
 from seal_dist.learner.sft import PolicyTrainer
-from seal_dist.models import Policy, load_model, load_tokenizer
+from seal_dist.models import load_model, load_tokenizer
+from seal_dist.policy import Policy
 from seal_dist.tasks.knowledge.task import KnowledgeTask
 from seal_dist.training import Example, generate
 from tests.conftest import fast_config
 
 
-def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_path, model_cache, tiny_model):
+def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_client, tmp_path, model_cache, tiny_model):
     # enough work that both workers are still holding leases when the first results come back (the board is
     # polled every 2 s; K jobs at a time finish fast)
     cfg = fast_config(tmp_path, model_cache, "inner.use_gpu=true", "inner.num_workers=2", "inner.epochs=30",
@@ -51,7 +52,7 @@ def test_one_worker_per_gpu_and_a_killed_worker_loses_nothing(ray_local, tmp_pat
                zip(sorted(results, key=lambda r: int(r.job_id.split("-")[1])), contexts))
 
 
-def test_a_poison_job_is_quarantined_after_its_retries_and_the_others_are_intact(ray_local, tmp_path, model_cache,
+def test_a_poison_job_is_quarantined_after_its_retries_and_the_others_are_intact(ray_client, tmp_path, model_cache,
                                                                                 tiny_model):
     cfg = fast_config(tmp_path, model_cache, "inner.num_workers=1", "inner.adapters_per_step=4", "inner.job_retries=2")
     task = KnowledgeTask(cfg.task)
@@ -69,7 +70,7 @@ def test_a_poison_job_is_quarantined_after_its_retries_and_the_others_are_intact
     assert all(len(results[f"job-{i}"].generations) == len(contexts[i].questions) for i in (0, 2, 3, 4, 5))
 
 
-def test_a_job_whose_worker_keeps_dying_is_recorded_failed_and_its_lease_mates_run_alone(ray_local):
+def test_a_job_whose_worker_keeps_dying_is_recorded_failed_and_its_lease_mates_run_alone(ray_client):
     job = lambda i: InnerJob(f"job-{i}", 0, (Example("Q\n", "A"),), False, ("Q\n",), i, None, None)  # noqa: E731
     board = JobBoard.remote(1)
     ray.get(board.publish_policy.remote(Policy(0, "/base", None)))
@@ -88,7 +89,7 @@ def test_a_job_whose_worker_keeps_dying_is_recorded_failed_and_its_lease_mates_r
     ray.get(board.close.remote())
 
 
-def test_workers_reload_a_policy_published_on_another_model_folder(ray_local, tmp_path, model_cache, tiny_model):
+def test_workers_reload_a_policy_published_on_another_model_folder(ray_client, tmp_path, model_cache, tiny_model):
     cfg = fast_config(tmp_path, model_cache, "inner.num_workers=1", "learner.merge=true", "learner.epochs=10",
                       "learner.lr=1e-2")
     task = KnowledgeTask(cfg.task)

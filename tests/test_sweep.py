@@ -7,10 +7,9 @@ import uuid
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST, REPO
+from tests.conftest import FAST, HF_SAMPLER, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")  # inside Ray's log tailing
-HEAD_CPUS = 12  # logical: two runs' sampler engine, learner and inner workers at once
 
 _spec = importlib.util.spec_from_file_location("sweep", REPO / "jobs" / "sweep.py")
 sweep = importlib.util.module_from_spec(_spec)
@@ -25,7 +24,7 @@ def test_sweep_points_are_every_combination_in_order():
 def test_a_two_point_sweep_runs_as_two_jobs_with_a_run_directory_each(head, tmp_path, model_cache, tiny_model):
     name = f"sweep-{uuid.uuid4().hex[:6]}"
     folder = tmp_path / "sweep"
-    rc = sweep.main(["--address", head, "--name", name, "--dir", str(folder), "--wait", "--", *FAST, "rounds=1",
+    rc = sweep.main(["--address", head, "--name", name, "--dir", str(folder), "--wait", "--", *FAST, HF_SAMPLER, "rounds=1",
                      "inner.num_workers=1", f"model.cache_dir={model_cache}", "logger=wandb_offline", "seed=0,1"])
     assert rc == 0
     assert sorted(p.name for p in folder.iterdir()) == ["0", "1"]

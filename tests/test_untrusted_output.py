@@ -9,7 +9,6 @@ from seal_dist import loop
 from seal_dist.rundir import RunDir
 from seal_dist.sampling.screen import Sample, clean, rates, screen
 from seal_dist.tasks.interface import create
-from tests.conftest import fast_config
 
 PROMPT = "Passage:\nTorvi Sal\nTorvi Sal taught Ulash Mel.\n\nImplications:\n"
 
@@ -30,8 +29,8 @@ def test_each_kind_of_bad_output_is_flagged():
         "self_edit/truncated_frac": 0.5, "self_edit/unparsed_frac": 0.0}
 
 
-def test_a_round_of_bad_self_edits_completes_and_reports_their_rates(tmp_path, model_cache, tiny_model):
-    cfg = fast_config(tmp_path, model_cache, "rounds=1", "task.max_sequences=4")
+def test_a_round_of_bad_self_edits_completes_and_reports_their_rates(tmp_path, run_config):
+    cfg = run_config(tmp_path, "rounds=1", "task.max_sequences=4")
     task = create(cfg)
     contexts = loop.contexts_for_round(task.load("train"), cfg.contexts_per_round, cfg.seed, 0)
     heldout = task.load("heldout")[: cfg.heldout_contexts]

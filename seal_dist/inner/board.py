@@ -16,7 +16,7 @@ from collections import Counter, deque
 import ray
 
 from seal_dist.inner.job import InnerJob, InnerResult, failed
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 
 
 @ray.remote(num_cpus=0)

@@ -14,7 +14,7 @@ from ray.train.torch import TorchConfig, TorchTrainer, get_device
 from seal_dist.config import InnerEngineKind
 from seal_dist.inner.board import JobBoard
 from seal_dist.inner.job import InnerJob, InnerResult
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 
 
 def worker_loop(config: dict) -> None:

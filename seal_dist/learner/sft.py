@@ -10,7 +10,8 @@ import torch
 
 from seal_dist import guard
 from seal_dist.config import LearnerConfig
-from seal_dist.models import Policy, load_model, load_tokenizer
+from seal_dist.models import load_model, load_tokenizer
+from seal_dist.policy import Policy
 from seal_dist.training import Example, lora_config, train_epochs
 
 

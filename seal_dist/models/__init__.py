@@ -1,6 +1,5 @@
 """Loading causal LMs and their tokenizers by path, and resolving the configured model to a path."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -9,17 +8,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from seal_dist.config import ModelConfig, UserError
 from seal_dist.models import tiny
 from seal_dist.tasks.interface import Task
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One version of the self-edit policy: the model folder it runs on and the PEFT adapter applied to it
-    (None: the model itself; version 0, and every version when `learner.merge` merges each round's adapter
-    into a model folder of its own)."""
-
-    version: int
-    model: str
-    adapter: str | None
 
 
 def resolve_path(model: ModelConfig, task: Task) -> str:

@@ -11,7 +11,7 @@ import zlib
 import torch
 
 from seal_dist.config import SamplerConfig
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 from seal_dist.sampling.screen import Sample
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from ray.rllib.utils.actor_manager import FaultTolerantActorManager
 
 from seal_dist.config import Engine
-from seal_dist.models import Policy
+from seal_dist.policy import Policy
 from seal_dist.sampling.engines import HFEngine, VLLMEngine
 from seal_dist.sampling.screen import Sample
 
