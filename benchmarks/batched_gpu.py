@@ -34,11 +34,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from seal_dist.example import Example  # noqa: E402
 from seal_dist.inner.batched import BatchedEngine  # noqa: E402
 from seal_dist.inner.job import InnerJob  # noqa: E402
 from seal_dist.inner.sequential import SequentialEngine  # noqa: E402
 from seal_dist.tasks.knowledge.segments import update_texts  # noqa: E402
-from seal_dist.training import Example  # noqa: E402
 
 ARCHS = {  # the published configs' shapes
     "qwen2.5-7b": (Qwen2Config, Qwen2ForCausalLM, dict(

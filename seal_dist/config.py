@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -472,6 +473,12 @@ def register() -> None:
     store.store(group="task", name="knowledge_schema", node=KnowledgeTaskConfig)
     store.store(group="task", name="arc_schema", node=ArcTaskConfig)
     OmegaConf.register_new_resolver("seal_dist.coalesce", lambda a, b: b if a is None else a, replace=True)
+
+
+def check_model_folder(model: ModelConfig) -> None:
+    """model.path, where set, is a Hugging Face model folder (a check of the machine, not of the config)."""
+    if model.path is not None and not (Path(model.path) / "config.json").exists():
+        raise UserError(f"model.path={model.path}: not a Hugging Face model folder (no config.json)")
 
 
 def validate(cfg: DictConfig) -> None:

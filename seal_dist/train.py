@@ -36,7 +36,8 @@ def main(cfg: DictConfig) -> None:
         if cfg.resume is not None:
             cfg = load_resumed(cfg)
         config.validate(cfg)
-        from seal_dist import loop  # heavy imports after the config is checked
+        config.check_model_folder(cfg.model)
+        from seal_dist import loop  # heavy imports after the config and the model folder are checked
 
         loop.train(cfg)
 

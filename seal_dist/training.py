@@ -4,12 +4,13 @@ generation and PEFT LoRA configs. No Hydra or Ray: the GPU benchmark imports thi
 
 import math
 import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import peft
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from seal_dist.example import Example
 
 if TYPE_CHECKING:
     from seal_dist.config import InnerConfig, LoraConfig
@@ -17,12 +18,6 @@ if TYPE_CHECKING:
 
 MAX_GRAD_NORM = 1.0  # gradient-norm clipping of every fine-tune (torch's clip_grad_norm_ formula)
 NO_LOSS = -100  # the label of a token that carries no loss
-
-
-@dataclass(frozen=True)
-class Example:
-    prompt: str  # context (no loss, unless a job trains on all tokens)
-    completion: str  # trained on; an EOS token is appended
 
 
 def lora_config(cfg: "LoraConfig", targets: list[str] | None = None) -> peft.LoraConfig:

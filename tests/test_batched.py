@@ -12,13 +12,14 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
+from seal_dist.example import Example
 from seal_dist.inner.batched import BatchedEngine
 from seal_dist.inner.engine import run_isolating_failures
 from seal_dist.inner.job import InnerJob
 from seal_dist.inner.sequential import INNER, FullEngine, SequentialEngine
 from seal_dist.models import load_tokenizer
 from seal_dist.tasks.knowledge.task import KnowledgeTask
-from seal_dist.training import NO_LOSS, Example, encode, lora_config, lr_factor
+from seal_dist.training import NO_LOSS, encode, lora_config, lr_factor
 from tests.conftest import fast_config
 
 ALL_PROJECTIONS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"

@@ -8,13 +8,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from seal_dist.example import Example
 from seal_dist.inner.batched import BatchedEngine
 from seal_dist.inner.job import InnerJob
 from seal_dist.learner.sft import PolicyTrainer
 from seal_dist.models import load_model, load_tokenizer
 from seal_dist.policy import Policy
 from seal_dist.tasks.knowledge.task import KnowledgeTask
-from seal_dist.training import Example
 from tests.conftest import fast_config
 
 ALL_PROJECTIONS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"

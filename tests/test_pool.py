@@ -10,6 +10,7 @@ from collections import Counter
 
 import ray
 
+from seal_dist.example import Example
 from seal_dist.inner.board import JobBoard
 from seal_dist.inner.job import InnerJob, InnerResult
 from seal_dist.inner.pool import InnerPool
@@ -17,7 +18,7 @@ from seal_dist.learner.sft import PolicyTrainer
 from seal_dist.models import load_model, load_tokenizer
 from seal_dist.policy import Policy
 from seal_dist.tasks.knowledge.task import KnowledgeTask
-from seal_dist.training import Example, generate
+from seal_dist.training import generate
 from tests.conftest import fast_config
 
 

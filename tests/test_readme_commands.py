@@ -57,6 +57,7 @@ class User:
         (base / "shared").symlink_to(REPO.parent / "shared")
         self.placeholders, self.model_cache = placeholders, model_cache
         self.joined = joined  # the settings that join a run to the session's head
+        self.followed: set[tuple[str, ...]] = set()  # commands already checked (a doc may repeat one)
         ignored = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "HYDRA_FULL_ERROR")
         self.env = {k: v for k, v in os.environ.items() if k not in ignored}
         self.env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(REPO))
@@ -281,6 +282,7 @@ NOT_RUN = {  # first words: (why the command is not run here, the cheaper check 
     ("python", "jobs/sweep.py"): ("one training run per point (4 here); tests/test_sweep.py runs a two-point sweep "
                                   "on a Ray head", compose_sweep_job_point),
     ("make", "test"): ("the test suite, this test included", None),
+    ("make", "test-fast"): ("the suite's fast tier, which this test is not in", None),
     ("pip", "install"): ("needs the network, and CUDA for .[gpu]", check_pip_install),
     ("ray", "up"): ("starts AWS machines; tests/test_cluster_entry.py runs Ray's checks on cluster.yaml", None),
     ("ray", "dashboard"): ("forwards a launched cluster's dashboard; the test's Ray head stands at its address",
@@ -301,8 +303,9 @@ def follow(user: User, doc: str) -> None:
         prefix = entry(words)
         assert prefix is not None, f"{doc}: `{shlex.join(words)}` is in neither RUN nor NOT_RUN"
         check = RUN[prefix] if prefix in RUN else NOT_RUN[prefix][1]
-        if check is not None:
+        if check is not None and tuple(words) not in user.followed:
             check(user, words)
+            user.followed.add(tuple(words))
 
 
 AS_TYPED = ["seal-dist", "train", "experiment=demo_cpu"]  # the command that runs on a private cluster, with vLLM

@@ -5,11 +5,11 @@ import re
 
 import pytest
 
+from seal_dist.example import Example
 from seal_dist.models import tiny
+from seal_dist.tasks.interface import create
 from seal_dist.tasks.knowledge import pretraining
 from seal_dist.tasks.knowledge import world as synthetic
-from seal_dist.tasks.interface import create
-from seal_dist.training import Example
 from tests.conftest import compose_config
 
 

@@ -3,7 +3,7 @@ know no domain (training pairs, evaluation prompts, the update's own settings)."
 
 from dataclasses import dataclass
 
-from seal_dist.training import Example
+from seal_dist.example import Example
 
 
 @dataclass(frozen=True)

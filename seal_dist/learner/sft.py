@@ -10,9 +10,10 @@ import torch
 
 from seal_dist import guard
 from seal_dist.config import LearnerConfig
+from seal_dist.example import Example
 from seal_dist.models import load_model, load_tokenizer
 from seal_dist.policy import Policy
-from seal_dist.training import Example, lora_config, train_epochs
+from seal_dist.training import lora_config, train_epochs
 
 
 class PolicyTrainer:

@@ -1,11 +1,9 @@
 """Loading causal LMs and their tokenizers by path, and resolving the configured model to a path."""
 
-from pathlib import Path
-
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from seal_dist.config import ModelConfig, UserError
+from seal_dist.config import ModelConfig, check_model_folder
 from seal_dist.models import tiny
 from seal_dist.tasks.interface import Task
 
@@ -14,8 +12,7 @@ def resolve_path(model: ModelConfig, task: Task) -> str:
     """The checkpoint folder to use: model.path, or the tiny model built (once) into the cache from the task's
     pretraining corpus."""
     if model.path is not None:
-        if not (Path(model.path) / "config.json").exists():
-            raise UserError(f"model.path={model.path}: not a Hugging Face model folder (no config.json)")
+        check_model_folder(model)
         return model.path
     return tiny.ensure(model.tiny, task, model.cache_dir)
 

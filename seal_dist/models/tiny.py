@@ -13,8 +13,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from seal_dist.config import TinyModelConfig, UserError, to_container
+from seal_dist.example import Example
 from seal_dist.tasks.interface import Task
-from seal_dist.training import Example
 
 BUILD_VERSION = 9  # bump when the corpus or the build changes, so cached models are rebuilt
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<unk>"

@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 from omegaconf import DictConfig
 
+from seal_dist.example import Example
 from seal_dist.inner.job import InnerJob
-from seal_dist.training import Example
 
 
 @dataclass(frozen=True)

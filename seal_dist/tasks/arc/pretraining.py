@@ -7,12 +7,12 @@ import random
 from collections.abc import Callable
 
 from seal_dist.config import ArcPretrainingConfig
+from seal_dist.example import Example
 from seal_dist.tasks.arc import fewshot, world
 from seal_dist.tasks.arc.augment import FAMILIES
 from seal_dist.tasks.arc.data import ArcProblem
 from seal_dist.tasks.arc.grids import format_grid
 from seal_dist.tasks.arc.selfedit import STRATEGIES, SelfEdit, to_json
-from seal_dist.training import Example
 
 
 def random_self_edit(rng: random.Random, cfg: ArcPretrainingConfig) -> SelfEdit:

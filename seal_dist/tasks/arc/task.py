@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from seal_dist.config import ArcTaskConfig, InnerConfig, UserError, to_container
+from seal_dist.example import Example
 from seal_dist.inner.job import InnerJob
 from seal_dist.tasks.arc import data, fewshot, pretraining, world
 from seal_dist.tasks.arc.augment import FAMILIES
 from seal_dist.tasks.arc.data import ArcProblem
 from seal_dist.tasks.arc.selfedit import STRATEGIES, ParseFailure, SelfEdit, parse_self_edit, to_json
 from seal_dist.tasks.interface import Condition
-from seal_dist.training import Example
 
 IN_CONTEXT, ORACLE = "in-context (no TTT)", "oracle configuration"
 

@@ -8,8 +8,8 @@ and values into self-edits)."""
 import random
 
 from seal_dist.config import KnowledgePretrainingConfig
+from seal_dist.example import Example
 from seal_dist.tasks.knowledge import world
-from seal_dist.training import Example
 
 # The styles of the self-edits in the pretraining corpus, with their weights: what the base policy (round 0)
 # samples from. Only "implications" writes out every implied fact; RL has to find and reinforce it.

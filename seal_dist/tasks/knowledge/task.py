@@ -8,13 +8,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from seal_dist.config import AnswerSpan, KnowledgeTaskConfig, Metric, UserError, to_container
+from seal_dist.example import Example
 from seal_dist.inner.job import InnerJob
 from seal_dist.tasks.files import read_json
 from seal_dist.tasks.interface import Condition
 from seal_dist.tasks.knowledge import grading, pretraining, world
 from seal_dist.tasks.knowledge.judge import Judge
 from seal_dist.tasks.knowledge.segments import update_texts
-from seal_dist.training import Example
 
 
 @dataclass(frozen=True)
